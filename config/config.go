@@ -1,0 +1,177 @@
+// Package config holds imapproxy's configuration schema, its strict TOML
+// decoding and its validation. It does no network I/O: it reads the config
+// file and nothing else.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// TLSMode says how a listener or an upstream connection uses TLS.
+type TLSMode string
+
+// TLS modes for listeners and upstreams.
+const (
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte (port 993)
+	TLSStartTLS TLSMode = "starttls" // plaintext greeting, STARTTLS upgrade (port 143)
+	TLSNone     TLSMode = "none"     // plaintext only
+)
+
+// Mode is what the proxy does with a user's session after login.
+type Mode string
+
+// Session modes.
+const (
+	ModeRoute Mode = "route" // relay the session to one upstream
+)
+
+// Verify says who checks a user's password.
+type Verify string
+
+// Password verifiers.
+const (
+	VerifyProxy    Verify = "proxy"    // the proxy checks a password hash it holds
+	VerifyUpstream Verify = "upstream" // the upstream checks the password; the proxy adds its own checks
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// StateDir is where the proxy keeps its state (databases, generated files).
+	StateDir  string     `toml:"state_dir"`
+	Log       Log        `toml:"log"`
+	TLS       TLS        `toml:"tls"`
+	Listen    []Listener `toml:"listen"`
+	Admin     Admin      `toml:"admin"`
+	Limits    Limits     `toml:"limits"`
+	Upstreams []Upstream `toml:"upstream"`
+	Users     []User     `toml:"user"`
+	Routes    []Route    `toml:"route"`
+
+	// Path is the file the configuration was read from (not a TOML key).
+	Path string `toml:"-"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// TLS holds the proxy's own certificate, served on TLS and STARTTLS
+// listeners. The pair is read again on SIGHUP.
+type TLS struct {
+	CertFile   string `toml:"cert_file"`
+	KeyFile    string `toml:"key_file"`
+	MinVersion string `toml:"min_version"` // "1.2" (default) or "1.3"
+}
+
+// Listener is one address the proxy accepts client connections on.
+type Listener struct {
+	Address string  `toml:"address"`
+	TLS     TLSMode `toml:"tls"`
+	// ProxyProtocol requires a PROXY protocol v1/v2 header from peers in
+	// TrustedProxies; connections from other peers are served with their own
+	// address and a header from them is refused.
+	ProxyProtocol  bool     `toml:"proxy_protocol"`
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// AllowCleartextAuth permits LOGIN and AUTHENTICATE before TLS. Only for
+	// loopback or behind a TLS-terminating balancer.
+	AllowCleartextAuth bool `toml:"allow_cleartext_auth"`
+
+	// TrustedNets is TrustedProxies parsed by Validate.
+	TrustedNets []netip.Prefix `toml:"-"`
+}
+
+// Admin configures the HTTP endpoint for /metrics and /healthz.
+type Admin struct {
+	Address string `toml:"address"` // empty: no admin endpoint
+}
+
+// Limits bound what a client can make the proxy do.
+type Limits struct {
+	MaxConnections      int      `toml:"max_connections"`        // all clients; 0 = default
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per client address; 0 = default
+	MaxLineLength       int      `toml:"max_line_length"`        // bytes of one command line before login
+	MaxLiteralPreAuth   int      `toml:"max_literal_preauth"`    // bytes of one literal before login
+	PreAuthTimeout      Duration `toml:"preauth_timeout"`        // idle time allowed before login
+	IdleTimeout         Duration `toml:"idle_timeout"`           // idle time allowed after login (>= 30m)
+	MaxAuthFailures     int      `toml:"max_auth_failures"`      // failed logins before the connection is closed
+	AuthDelay           Duration `toml:"auth_delay"`             // first delay after a failed login
+	MaxAuthDelay        Duration `toml:"max_auth_delay"`         // ceiling of the growing delay
+	ShutdownGrace       Duration `toml:"shutdown_grace"`         // how long SIGTERM waits for sessions
+}
+
+// Upstream is an IMAP server the proxy logs in to.
+type Upstream struct {
+	Name    string  `toml:"name"`
+	Address string  `toml:"address"` // host:port
+	TLS     TLSMode `toml:"tls"`
+	// ServerName overrides the name checked in the upstream's certificate
+	// (default: the host of Address).
+	ServerName         string `toml:"server_name"`
+	CAFile             string `toml:"ca_file"` // PEM roots; empty: system roots
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+	// SendClientIP sends IMAP ID with x-originating-ip, x-originating-port
+	// and x-connected-ip before login.
+	SendClientIP   bool     `toml:"send_client_ip"`
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	CommandTimeout Duration `toml:"command_timeout"`
+}
+
+// User is a user listed in the config file.
+type User struct {
+	Name string `toml:"name"`
+	// PasswordHash is an argon2id (PHC string) or bcrypt hash. Empty means
+	// the upstream checks the password (Verify = "upstream").
+	PasswordHash string `toml:"password_hash"`
+	Mode         Mode   `toml:"mode"`
+	// Upstream is the name of the upstream for route mode. Empty: the
+	// [[route]] rules choose.
+	Upstream string `toml:"upstream"`
+	// UpstreamUser is the login name at the upstream (default: Name).
+	UpstreamUser string `toml:"upstream_user"`
+	// UpstreamPassword is "passthrough" (the client's own password, the
+	// default), "env:NAME" or "file:PATH".
+	UpstreamPassword Secret `toml:"upstream_password"`
+}
+
+// Route is a rule for users not listed in [[user]] (or listed without an
+// upstream): the first rule whose Match fits the login name wins.
+type Route struct {
+	// Match is a glob on the whole login name ("*@example.com",
+	// "alice*") or on its domain ("example.com").
+	Match    string `toml:"match"`
+	Upstream string `toml:"upstream"`
+	// Username is the upstream login name: a template with {user} (the
+	// whole login name), {local} and {domain}. Default "{user}".
+	Username string `toml:"username"`
+	// Password as in User.UpstreamPassword; default "passthrough".
+	Password Secret `toml:"password"`
+	// Verify is "upstream" (default: the upstream checks the password) or
+	// "proxy" (the login name must be a [[user]] with a password_hash).
+	Verify Verify `toml:"verify"`
+}
+
+// SecretKind says where a Secret's value comes from.
+type SecretKind string
+
+// Secret kinds.
+const (
+	SecretPassthrough SecretKind = "passthrough" // the client's own password
+	SecretEnv         SecretKind = "env"         // an environment variable
+	SecretFile        SecretKind = "file"        // a file's contents, trailing newline removed
+)
+
+// Secret is a reference to a password: "passthrough", "env:NAME" or
+// "file:PATH". The value itself is never held in the config.
+type Secret struct {
+	Kind SecretKind
+	Ref  string // variable name or file path
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s", "5m").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
