@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"imapproxy/config"
+)
+
+// listener is one bound [[listen]] address.
+type listener struct {
+	cfg config.Listener
+	ln  net.Listener
+}
+
+// trusted reports whether addr may send a PROXY header.
+func (l *listener) trusted(addr net.Addr) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range l.cfg.TrustedNets {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) acceptLoop(l *listener) {
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, then go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "listener", l.cfg.Address, "err", err)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.handleConn(l, c)
+	}
+}
+
+// handleConn owns one client connection from accept to close.
+func (s *Server) handleConn(l *listener, c net.Conn) {
+	defer s.wg.Done()
+	defer recoverGoroutine("connection")
+	defer c.Close()
+	s.metrics.Connections.WithLabelValues(l.cfg.Address).Inc()
+
+	if l.cfg.ProxyProtocol {
+		policy := proxyproto.REJECT // a header from anyone else is refused
+		if l.trusted(c.RemoteAddr()) {
+			policy = proxyproto.REQUIRE
+		}
+		pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy),
+			proxyproto.SetReadHeaderTimeout(s.cfg.Limits.PreAuthTimeout.D()))
+		// A zero-length read makes the header be read now, so that the
+		// addresses below are the client's.
+		if _, err := pc.Read(nil); err != nil {
+			s.metrics.ConnsRejected.WithLabelValues("proxy_protocol").Inc()
+			s.log.Warn("PROXY protocol header refused", "remote", c.RemoteAddr().String(), "err", err)
+			return
+		}
+		c = pc
+	}
+	remote := addrPort(c.RemoteAddr())
+	local := addrPort(c.LocalAddr())
+
+	isTLS := false
+	if l.cfg.TLS == config.TLSImplicit {
+		tc := tls.Server(c, s.tlsConfig)
+		tc.SetDeadline(deadline(s.cfg.Limits.PreAuthTimeout.D()))
+		if err := tc.Handshake(); err != nil {
+			s.log.Debug("TLS handshake failed", "remote", remote.String(), "err", err)
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
+		isTLS = true
+	}
+
+	if ok, reason := s.acquire(remote.Addr()); !ok {
+		s.metrics.ConnsRejected.WithLabelValues(reason).Inc()
+		s.log.Warn("connection refused", "remote", remote.String(), "reason", reason)
+		c.SetWriteDeadline(deadline(5 * time.Second))
+		c.Write([]byte("* BYE [UNAVAILABLE] Too many connections, try again later\r\n"))
+		return
+	}
+	defer s.release(remote.Addr())
+	s.metrics.ActiveConns.Inc()
+	defer s.metrics.ActiveConns.Dec()
+
+	ss := newSession(s, l, c, remote, local, isTLS)
+	if !s.register(ss) {
+		c.Write([]byte("* BYE [UNAVAILABLE] Server shutting down\r\n"))
+		return
+	}
+	defer s.unregister(ss)
+	ss.serve()
+}
+
+// addrPort converts a net.Addr of a TCP connection.
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,291 @@
+// Package proxy is imapproxy's client side: listeners, TLS and STARTTLS,
+// PROXY protocol, the pre-auth front door shared by every mode, connection
+// limits, and the route-mode relay.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"imapproxy/auth"
+	"imapproxy/config"
+	"imapproxy/router"
+	"imapproxy/upstream"
+)
+
+// Authenticator checks a client's credentials (auth.Authenticator, or a
+// chain of verifiers).
+type Authenticator interface {
+	Authenticate(ctx context.Context, cr auth.Credentials) (auth.Identity, error)
+}
+
+// Options configure a Server. Config, Auth and Router are required.
+type Options struct {
+	Config   *config.Config
+	Auth     Authenticator
+	Router   *router.Router
+	Throttle *auth.Throttle // nil: built from Config.Limits
+	// Certs serves the proxy's certificate; required when a listener uses
+	// TLS or STARTTLS.
+	Certs   *CertStore
+	Logger  *slog.Logger // nil: slog.Default()
+	Metrics *Metrics     // nil: unregistered metrics
+}
+
+// Server accepts client connections on every configured listener.
+type Server struct {
+	cfg       *config.Config
+	auth      Authenticator
+	router    *router.Router
+	throttle  *auth.Throttle
+	log       *slog.Logger
+	metrics   *Metrics
+	tlsConfig *tls.Config
+	upstreams map[string]upstream.Options
+
+	listeners []*listener
+
+	mu       sync.Mutex
+	perIP    map[netip.Addr]int
+	total    int
+	sessions map[*session]struct{}
+	closing  bool
+	wg       sync.WaitGroup // accept loops and sessions
+}
+
+// New checks opts and prepares a server; Listen binds its addresses.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil || opts.Auth == nil || opts.Router == nil {
+		return nil, errors.New("proxy: Config, Auth and Router are required")
+	}
+	s := &Server{
+		cfg:       opts.Config,
+		auth:      opts.Auth,
+		router:    opts.Router,
+		throttle:  opts.Throttle,
+		log:       opts.Logger,
+		metrics:   opts.Metrics,
+		perIP:     make(map[netip.Addr]int),
+		sessions:  make(map[*session]struct{}),
+		upstreams: make(map[string]upstream.Options),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	lim := opts.Config.Limits
+	if s.throttle == nil {
+		s.throttle = auth.NewThrottle(auth.ThrottleOptions{Base: lim.AuthDelay.D(), Max: lim.MaxAuthDelay.D()})
+	}
+	if opts.Certs != nil {
+		minVersion := uint16(tls.VersionTLS12)
+		if opts.Config.TLS.MinVersion == "1.3" {
+			minVersion = tls.VersionTLS13
+		}
+		s.tlsConfig = &tls.Config{GetCertificate: opts.Certs.GetCertificate, MinVersion: minVersion}
+	}
+	for _, l := range opts.Config.Listen {
+		if l.TLS != config.TLSNone && s.tlsConfig == nil {
+			return nil, fmt.Errorf("proxy: listener %s uses TLS but no certificate is loaded", l.Address)
+		}
+	}
+	for _, u := range opts.Config.Upstreams {
+		o, err := UpstreamOptions(u)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams[u.Name] = o
+	}
+	return s, nil
+}
+
+// UpstreamOptions turns an [[upstream]] entry into dial options, reading
+// its CA file.
+func UpstreamOptions(u config.Upstream) (upstream.Options, error) {
+	o := upstream.Options{
+		Name:           u.Name,
+		Address:        u.Address,
+		ConnectTimeout: u.ConnectTimeout.D(),
+		CommandTimeout: u.CommandTimeout.D(),
+		SendClientIP:   u.SendClientIP,
+	}
+	switch u.TLS {
+	case config.TLSStartTLS:
+		o.TLS = upstream.TLSStartTLS
+	case config.TLSNone:
+		o.TLS = upstream.TLSNone
+	default:
+		o.TLS = upstream.TLSImplicit
+	}
+	if o.TLS != upstream.TLSNone {
+		tc := &tls.Config{ServerName: u.ServerName, InsecureSkipVerify: u.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		if tc.ServerName == "" {
+			host, _, err := net.SplitHostPort(u.Address)
+			if err != nil {
+				return o, fmt.Errorf("upstream %s: address: %w", u.Name, err)
+			}
+			tc.ServerName = host
+		}
+		if u.CAFile != "" {
+			pem, err := os.ReadFile(u.CAFile)
+			if err != nil {
+				return o, fmt.Errorf("upstream %s: ca_file: %w", u.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("upstream %s: ca_file %s: no PEM certificates", u.Name, u.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		o.TLSConfig = tc
+	}
+	return o, nil
+}
+
+// Listen binds every configured listener.
+func (s *Server) Listen() error {
+	for _, lc := range s.cfg.Listen {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", lc.Address, err)
+		}
+		s.listeners = append(s.listeners, &listener{cfg: lc, ln: ln})
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses, in config order (after Listen).
+func (s *Server) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range s.listeners {
+		out = append(out, l.ln.Addr())
+	}
+	return out
+}
+
+// Serve accepts connections until Shutdown. It returns when the accept
+// loops have stopped; sessions may still be running until Shutdown returns.
+func (s *Server) Serve() {
+	var wg sync.WaitGroup
+	for _, l := range s.listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.acceptLoop(l)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.ln.Close()
+	}
+}
+
+// Shutdown stops accepting, says BYE to every session and waits for them to
+// end until ctx is done; then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	s.closeListeners()
+	for _, ss := range sessions {
+		ss.shutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for ss := range s.sessions {
+			ss.forceClose()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// acquire counts a new connection from ip; false when a limit is reached.
+func (s *Server) acquire(ip netip.Addr) (ok bool, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false, "shutting down"
+	}
+	if s.total >= s.cfg.Limits.MaxConnections {
+		return false, "max_connections"
+	}
+	if s.perIP[ip] >= s.cfg.Limits.MaxConnectionsPerIP {
+		return false, "max_connections_per_ip"
+	}
+	s.total++
+	s.perIP[ip]++
+	return true, ""
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.perIP[ip] <= 1 {
+		delete(s.perIP, ip)
+	} else {
+		s.perIP[ip]--
+	}
+}
+
+func (s *Server) register(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[ss] = struct{}{}
+	return true
+}
+
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+// recoverGoroutine logs a panic with its stack instead of taking the whole
+// process down; the goroutine's connection is then closed by its owner.
+func recoverGoroutine(name string) {
+	if r := recover(); r != nil {
+		slog.Error("panic", "goroutine", name, "panic", r, "stack", string(debug.Stack()))
+	}
+}
+
+// deadline returns now+d, or the zero time for d <= 0.
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
