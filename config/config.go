@@ -50,6 +50,10 @@ type Config struct {
 
 	// Path is the file the configuration was read from (not a TOML key).
 	Path string `toml:"-"`
+
+	// lines maps key paths to file lines for Validate's messages; nil for
+	// a Config built in code.
+	lines *lineIndex
 }
 
 // Log configures logging.

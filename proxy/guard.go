@@ -3,7 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
-		"fmt"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
