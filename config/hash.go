@@ -1,0 +1,104 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// checkPasswordHash checks the form of an argon2id PHC string
+// ("$argon2id$v=19$m=65536,t=3,p=4$salt$hash") or a bcrypt hash
+// ("$2b$12$..."). It checks the form only: nothing is hashed here. Messages
+// never repeat the salt or the hash.
+func checkPasswordHash(h string) error {
+	switch {
+	case strings.HasPrefix(h, "$argon2id$"):
+		_, err := parseArgon2id(h)
+		return err
+	case strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"), strings.HasPrefix(h, "$2y$"):
+		return checkBcrypt(h)
+	}
+	return errors.New(`is neither an argon2id hash ("$argon2id$v=19$m=...,t=...,p=...$salt$hash") ` +
+		`nor a bcrypt hash ("$2a$", "$2b$" or "$2y$")`)
+}
+
+// argon2Params are the cost parameters of an argon2id hash.
+type argon2Params struct {
+	Memory  uint32 // KiB
+	Time    uint32 // passes
+	Threads uint8
+	SaltLen int // bytes
+	KeyLen  int // bytes
+}
+
+func parseArgon2id(h string) (argon2Params, error) {
+	var p argon2Params
+	bad := func(format string, args ...any) (argon2Params, error) {
+		return argon2Params{}, fmt.Errorf("argon2id hash: "+format, args...)
+	}
+	parts := strings.Split(h, "$")
+	if len(parts) != 6 {
+		return bad(`want 5 fields "$argon2id$v=19$m=...,t=...,p=...$salt$hash", got %d`, len(parts)-1)
+	}
+	if parts[2] != "v=19" {
+		return bad("version must be v=19")
+	}
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(parts[3], ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseUint(val, 10, 32)
+		if err != nil || n == 0 || seen[k] {
+			return bad("bad parameter %s", quoteShort(kv))
+		}
+		seen[k] = true
+		switch k {
+		case "m":
+			p.Memory = uint32(n)
+		case "t":
+			p.Time = uint32(n)
+		case "p":
+			if n > 255 {
+				return bad("p=%d is more than 255", n)
+			}
+			p.Threads = uint8(n)
+		default:
+			return bad("unknown parameter %s", quoteShort(kv))
+		}
+	}
+	if !seen["m"] || !seen["t"] || !seen["p"] {
+		return bad("parameters m, t and p are all required")
+	}
+	if p.Memory < 8*uint32(p.Threads) {
+		return bad("m=%d is less than 8*p", p.Memory)
+	}
+	salt, err := base64.RawStdEncoding.Strict().DecodeString(parts[4])
+	if err != nil || len(salt) < 8 {
+		return bad("the salt must be at least 8 bytes in unpadded base64")
+	}
+	key, err := base64.RawStdEncoding.Strict().DecodeString(parts[5])
+	if err != nil || len(key) < 4 {
+		return bad("the hash must be at least 4 bytes in unpadded base64")
+	}
+	p.SaltLen, p.KeyLen = len(salt), len(key)
+	return p, nil
+}
+
+// checkBcrypt checks "$2b$" + two-digit cost + "$" + 53 characters of
+// bcrypt's base64 alphabet (22 of salt, 31 of hash).
+func checkBcrypt(h string) error {
+	if len(h) != 60 || h[6] != '$' {
+		return errors.New(`bcrypt hash: want 60 characters like "$2b$12$" followed by 53 more`)
+	}
+	cost, err := strconv.Atoi(h[4:6])
+	if err != nil || cost < 4 || cost > 31 {
+		return errors.New("bcrypt hash: the cost must be 04 to 31")
+	}
+	for _, c := range h[7:] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '/') {
+			return errors.New("bcrypt hash: salt and hash must use bcrypt's base64 alphabet")
+		}
+	}
+	return nil
+}
