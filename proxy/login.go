@@ -36,7 +36,7 @@ func (ss *session) login(tag, user, pass, mech string) (bool, error) {
 	userKey := strings.ToLower(user)
 	ss.srv.metrics.Logins.WithLabelValues(strings.ToLower(fail.code)).Inc()
 	// One stable line per failure, for fail2ban; never the password.
-	ss.log.Warn("login failed", "user", user, "remote", ss.remote.Addr().String(),
+	ss.srv.log.Warn("login failed", "user", user, "remote", ss.remote.Addr().String(),
 		"mechanism", mech, "reason", fail.reason)
 	if fail.counted {
 		ss.failures++
