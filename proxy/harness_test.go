@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -403,3 +404,16 @@ type literalReader struct {
 func (l literalReader) Size() int64 { return int64(l.Reader.Len()) }
 
 func literal(s string) imap.LiteralReader { return literalReader{strings.NewReader(s)} }
+
+func mustPrefixes(t testing.TB, cidrs ...string) []netip.Prefix {
+	t.Helper()
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -38,7 +38,13 @@ func (rs *relaySession) run(ctx context.Context, downInitial, upInitial []byte) 
 	upErr := make(chan error, 1)
 	go func() {
 		defer recoverGoroutine("upstream-to-downstream")
-		upErr <- rs.upstreamToDownstream(upInitial)
+		var err error
+		defer func() {
+			upErr <- err
+			// The upstream's end (or BYE and close) ends the session.
+			cancel()
+		}()
+		err = rs.upstreamToDownstream(upInitial)
 	}()
 	// Closing both connections is what ends the other direction.
 	stop := context.AfterFunc(ctx, func() {
