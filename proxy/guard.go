@@ -310,9 +310,6 @@ func (g *guard) decide(line []byte) {
 		g.idling = false
 		return
 	}
-	if tag == "" {
-		return // not a command the guard understands; the upstream answers
-	}
 	if name == "UID" {
 		name = sub
 	}
@@ -338,21 +335,21 @@ func (g *guard) decide(line []byte) {
 }
 
 func (g *guard) refuse(text string) {
+	if !validTag(g.tag) {
+		g.tag = "*"
+	}
 	g.dropping = true
 	g.dropText = text
 }
 
 // commandHead returns the tag, the upper-cased command name and the
-// upper-cased word after it.
+// upper-cased word after it. It is lenient on purpose: words may be
+// separated by runs of spaces or tabs and the tag is not checked, so that
+// no spelling an upstream might accept slips past the guard.
 func commandHead(line []byte) (tag, name, sub string) {
-	words := bytes.SplitN(trimEOL(line), []byte{' '}, 4)
+	words := bytes.FieldsFunc(trimEOL(line), func(r rune) bool { return r == ' ' || r == '\t' })
 	if len(words) < 2 {
 		return "", "", ""
-	}
-	for _, c := range words[0] {
-		if !isAtomChar(c) || c == '+' {
-			return "", "", ""
-		}
 	}
 	tag = string(words[0])
 	name = string(bytes.ToUpper(words[1]))
@@ -360,4 +357,17 @@ func commandHead(line []byte) (tag, name, sub string) {
 		sub = string(bytes.ToUpper(words[2]))
 	}
 	return tag, name, sub
+}
+
+// validTag reports whether tag is a well-formed IMAP tag.
+func validTag(tag string) bool {
+	if tag == "" {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if !isAtomChar(tag[i]) || tag[i] == '+' {
+			return false
+		}
+	}
+	return true
 }

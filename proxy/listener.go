@@ -60,12 +60,11 @@ func (s *Server) handleConn(l *listener, c net.Conn) {
 	defer c.Close()
 	s.metrics.Connections.WithLabelValues(l.cfg.Address).Inc()
 
-	if l.cfg.ProxyProtocol {
-		policy := proxyproto.REJECT // a header from anyone else is refused
-		if l.trusted(c.RemoteAddr()) {
-			policy = proxyproto.REQUIRE
-		}
-		pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy),
+	// Only trusted peers' headers are read. IMAP servers speak first, so
+	// waiting to see whether anyone else sends a header would delay every
+	// greeting; a header from an untrusted peer is just an unknown command.
+	if l.cfg.ProxyProtocol && l.trusted(c.RemoteAddr()) {
+		pc := proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.REQUIRE),
 			proxyproto.SetReadHeaderTimeout(s.cfg.Limits.PreAuthTimeout.D()))
 		// A zero-length read makes the header be read now, so that the
 		// addresses below are the client's.
