@@ -124,7 +124,8 @@ func (v *validator) listeners() {
 		at := pathOf("listen", i)
 		if err := hostPort(l.Address); err != nil {
 			v.add(at.with("address"), err)
-		} else if j, dup := seen[l.Address]; dup {
+		} else if j, dup := seen[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
+			// Port 0 (any free port, for tests and the demo) never clashes.
 			v.addf(at.with("address"), "%s is also listen[%d].address", quoteShort(l.Address), j)
 		} else {
 			seen[l.Address] = i
