@@ -98,10 +98,12 @@ func (t *Throttle) Failure(user string, ip netip.Addr) {
 	}
 }
 
-// Success records a successful login by user from ip: it clears both the
-// user's and the address's failures.
+// Success records a successful login by user from ip: it clears the user's
+// failures. The address's failures stay until they expire, so that one
+// account an attacker owns cannot be used to wipe the address's record
+// between guesses at other accounts (password spraying).
 func (t *Throttle) Success(user string, ip netip.Addr) {
-	for _, k := range t.keys(user, ip) {
+	for _, k := range t.keys(user, netip.Addr{}) {
 		t.counter.Reset(k)
 	}
 }

@@ -154,8 +154,8 @@ func TestThrottleSuccessResets(t *testing.T) {
 	if d := th.Delay("alice", ip2); d != DefaultThrottleBase {
 		t.Fatalf("Delay(alice, ip2) = %v: alice not cleared or ip2 cleared", d)
 	}
-	if d := th.Delay("carol", ip1); d != 0 {
-		t.Fatalf("Delay(carol, ip1) = %v: ip1 not cleared", d)
+	if d := th.Delay("carol", ip1); d != 4*DefaultThrottleBase {
+		t.Fatalf("Delay(carol, ip1) = %v: ip1's failures must outlive a success", d)
 	}
 	if d := th.Delay("bob", netip.Addr{}); d != DefaultThrottleBase {
 		t.Fatalf("Delay(bob) = %v: another user cleared", d)

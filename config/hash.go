@@ -24,6 +24,13 @@ func checkPasswordHash(h string) error {
 		`nor a bcrypt hash ("$2a$", "$2b$" or "$2y$")`)
 }
 
+// Bounds on hash parameters, the same as auth.CheckPassword's.
+const (
+	maxArgon2Memory = 1 << 20 // KiB
+	maxArgon2Time   = 100
+	maxBcryptCost   = 16
+)
+
 // argon2Params are the cost parameters of an argon2id hash.
 type argon2Params struct {
 	Memory  uint32 // KiB
@@ -45,41 +52,46 @@ func parseArgon2id(h string) (argon2Params, error) {
 	if parts[2] != "v=19" {
 		return bad("version must be v=19")
 	}
-	seen := map[string]bool{}
-	for _, kv := range strings.Split(parts[3], ",") {
-		k, val, _ := strings.Cut(kv, "=")
+	// The same bounds as auth.CheckPassword (which this package cannot
+	// import): a hash that passes here also works at login.
+	params := strings.Split(parts[3], ",")
+	if len(params) != 3 {
+		return bad("want the parameters m, t and p, in that order")
+	}
+	for i, name := range []string{"m", "t", "p"} {
+		k, val, _ := strings.Cut(params[i], "=")
 		n, err := strconv.ParseUint(val, 10, 32)
-		if err != nil || n == 0 || seen[k] {
-			return bad("bad parameter %s", quoteShort(kv))
+		if k != name || err != nil || n == 0 {
+			return bad("want the parameters m, t and p, in that order; got %s", quoteShort(params[i]))
 		}
-		seen[k] = true
-		switch k {
+		switch name {
 		case "m":
+			if n > maxArgon2Memory {
+				return bad("m=%d is more than %d (1 GiB)", n, maxArgon2Memory)
+			}
 			p.Memory = uint32(n)
 		case "t":
+			if n > maxArgon2Time {
+				return bad("t=%d is more than %d", n, maxArgon2Time)
+			}
 			p.Time = uint32(n)
 		case "p":
 			if n > 255 {
 				return bad("p=%d is more than 255", n)
 			}
 			p.Threads = uint8(n)
-		default:
-			return bad("unknown parameter %s", quoteShort(kv))
 		}
-	}
-	if !seen["m"] || !seen["t"] || !seen["p"] {
-		return bad("parameters m, t and p are all required")
 	}
 	if p.Memory < 8*uint32(p.Threads) {
 		return bad("m=%d is less than 8*p", p.Memory)
 	}
 	salt, err := base64.RawStdEncoding.Strict().DecodeString(parts[4])
-	if err != nil || len(salt) < 8 {
-		return bad("the salt must be at least 8 bytes in unpadded base64")
+	if err != nil || len(salt) < 8 || len(salt) > 64 {
+		return bad("the salt must be 8 to 64 bytes in unpadded base64")
 	}
 	key, err := base64.RawStdEncoding.Strict().DecodeString(parts[5])
-	if err != nil || len(key) < 4 {
-		return bad("the hash must be at least 4 bytes in unpadded base64")
+	if err != nil || len(key) < 16 || len(key) > 128 {
+		return bad("the hash must be 16 to 128 bytes in unpadded base64")
 	}
 	p.SaltLen, p.KeyLen = len(salt), len(key)
 	return p, nil
@@ -92,8 +104,8 @@ func checkBcrypt(h string) error {
 		return errors.New(`bcrypt hash: want 60 characters like "$2b$12$" followed by 53 more`)
 	}
 	cost, err := strconv.Atoi(h[4:6])
-	if err != nil || cost < 4 || cost > 31 {
-		return errors.New("bcrypt hash: the cost must be 04 to 31")
+	if err != nil || cost < 4 || cost > maxBcryptCost {
+		return fmt.Errorf("bcrypt hash: the cost must be 04 to %d", maxBcryptCost)
 	}
 	for _, c := range h[7:] {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '/') {
