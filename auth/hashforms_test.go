@@ -35,7 +35,7 @@ func TestConfigAndAuthAgreeOnHashes(t *testing.T) {
 		"$2b$17$" + bcryptOK[7:],
 	} {
 		cfg := &config.Config{
-			Listen: []config.Listener{{Address: "127.0.0.1:143", TLS: config.TLSNone, AllowCleartextAuth: true}},
+			Listen:    []config.Listener{{Address: "127.0.0.1:143", TLS: config.TLSNone, AllowCleartextAuth: true}},
 			Upstreams: []config.Upstream{{Name: "u", Address: "127.0.0.1:993"}},
 			Users:     []config.User{{Name: "x", PasswordHash: h, Upstream: "u"}},
 		}
