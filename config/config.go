@@ -76,7 +76,8 @@ type Listener struct {
 	TLS     TLSMode `toml:"tls"`
 	// ProxyProtocol requires a PROXY protocol v1/v2 header from peers in
 	// TrustedProxies; connections from other peers are served with their own
-	// address and a header from them is refused.
+	// address, and a header from them is not read as one (IMAP servers speak
+	// first, so the proxy does not wait to see whether a header comes).
 	ProxyProtocol  bool     `toml:"proxy_protocol"`
 	TrustedProxies []string `toml:"trusted_proxies"`
 	// AllowCleartextAuth permits LOGIN and AUTHENTICATE before TLS. Only for
