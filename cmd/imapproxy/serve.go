@@ -72,7 +72,9 @@ type instance struct {
 	proxy *proxy.Server
 	certs *proxy.CertStore
 	admin *http.Server
-	done  chan struct{}
+	// adminAddr is the admin endpoint's bound address (nil: none).
+	adminAddr net.Addr
+	done      chan struct{}
 }
 
 // startInstance wires the packages together, binds every address and starts
@@ -117,6 +119,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 			io.WriteString(w, "ok\n")
 		})
 		in.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		in.adminAddr = ln.Addr()
 		go func() {
 			if err := in.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("admin server failed", "err", err)
