@@ -417,3 +417,5 @@ func mustPrefixes(t testing.TB, cidrs ...string) []netip.Prefix {
 	}
 	return out
 }
+
+func newBufReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
