@@ -47,6 +47,9 @@ type Config struct {
 	Upstreams []Upstream `toml:"upstream"`
 	Users     []User     `toml:"user"`
 	Routes    []Route    `toml:"route"`
+	Secrets   Secrets    `toml:"secrets"`
+	Auth      AuthPolicy `toml:"auth"`
+	OAuth     OAuth      `toml:"oauth"`
 
 	// Path is the file the configuration was read from (not a TOML key).
 	Path string `toml:"-"`
@@ -83,6 +86,9 @@ type Listener struct {
 	// AllowCleartextAuth permits LOGIN and AUTHENTICATE before TLS. Only for
 	// loopback or behind a TLS-terminating balancer.
 	AllowCleartextAuth bool `toml:"allow_cleartext_auth"`
+	// TOTPGrace lets a user who logged in with a code log in again from the
+	// same address without one for this long (0: as [auth]).
+	TOTPGrace Duration `toml:"totp_grace"`
 
 	// TrustedNets is TrustedProxies parsed by Validate.
 	TrustedNets []netip.Prefix `toml:"-"`
@@ -139,6 +145,11 @@ type User struct {
 	// UpstreamPassword is "passthrough" (the client's own password, the
 	// default), "env:NAME" or "file:PATH".
 	UpstreamPassword Secret `toml:"upstream_password"`
+	// Require2FA refuses logins without a second factor (a TOTP code, an
+	// app password or an OAuth token).
+	Require2FA bool `toml:"require_2fa"`
+	// TOTPGrace overrides the listener's and [auth]'s grace for this user.
+	TOTPGrace Duration `toml:"totp_grace"`
 }
 
 // Route is a rule for users not listed in [[user]] (or listed without an
@@ -156,7 +167,46 @@ type Route struct {
 	// Verify is "upstream" (default: the upstream checks the password) or
 	// "proxy" (the login name must be a [[user]] with a password_hash).
 	Verify Verify `toml:"verify"`
+	// Require2FA and TOTPGrace as for a user, for the logins this rule
+	// matches.
+	Require2FA bool     `toml:"require_2fa"`
+	TOTPGrace  Duration `toml:"totp_grace"`
 }
+
+// Secrets configures the server key that encrypts secrets at rest (TOTP
+// secrets, stored upstream passwords).
+type Secrets struct {
+	// Key is "file:PATH" (a file only its owner can read) or "env:NAME",
+	// holding a key made by "imapproxy keygen". Without it, TOTP and
+	// stored upstream passwords are unavailable.
+	Key string `toml:"key"`
+}
+
+// AuthPolicy is the proxy-wide login policy.
+type AuthPolicy struct {
+	// LockoutThreshold locks logins for a user, or from a client address,
+	// after this many failures within LockoutWindow (0: default).
+	LockoutThreshold int      `toml:"lockout_threshold"`
+	LockoutWindow    Duration `toml:"lockout_window"`
+	// Require2FA for everyone (users and routes can also require it).
+	Require2FA bool `toml:"require_2fa"`
+	// TOTPGrace is the default grace after a login with a code (0: none).
+	TOTPGrace Duration `toml:"totp_grace"`
+	// TOTPIssuer names the service in authenticator apps.
+	TOTPIssuer string `toml:"totp_issuer"`
+}
+
+// OAuth configures OAuth 2.0 bearer tokens (AUTHENTICATE OAUTHBEARER and
+// XOAUTH2) verified as JWTs. Empty JWKSURL: bearer tokens are not offered.
+type OAuth struct {
+	Issuer    string `toml:"issuer"`
+	Audience  string `toml:"audience"`
+	JWKSURL   string `toml:"jwks_url"`
+	UserClaim string `toml:"user_claim"` // the claim holding the login name; default "email"
+}
+
+// Enabled reports whether bearer tokens are configured.
+func (o OAuth) Enabled() bool { return o.JWKSURL != "" }
 
 // SecretKind says where a Secret's value comes from.
 type SecretKind string
@@ -166,13 +216,17 @@ const (
 	SecretPassthrough SecretKind = "passthrough" // the client's own password
 	SecretEnv         SecretKind = "env"         // an environment variable
 	SecretFile        SecretKind = "file"        // a file's contents, trailing newline removed
+	SecretStore       SecretKind = "store"       // the user's upstream password sealed in the store
 )
 
-// Secret is a reference to a password: "passthrough", "env:NAME" or
-// "file:PATH". The value itself is never held in the config.
+// Secret is a reference to a password: "passthrough", "env:NAME",
+// "file:PATH" or "store", optionally prefixed with "oauth2:" when the value
+// is an OAuth 2.0 access token to log in to the upstream with XOAUTH2. The
+// value itself is never held in the config.
 type Secret struct {
-	Kind SecretKind
-	Ref  string // variable name or file path
+	Kind    SecretKind
+	Ref     string // variable name or file path
+	XOAUTH2 bool   // the value is a bearer token for AUTHENTICATE XOAUTH2
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s", "5m").

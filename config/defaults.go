@@ -26,6 +26,11 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultCommandTimeout = 60 * time.Second
 
+	DefaultLockoutThreshold = 10
+	DefaultLockoutWindow    = 15 * time.Minute
+	DefaultTOTPIssuer       = "imapproxy"
+	DefaultOAuthUserClaim   = "email"
+
 	DefaultUserMode      = ModeRoute
 	DefaultRouteUsername = "{user}"
 	DefaultRouteVerify   = VerifyUpstream
@@ -45,6 +50,11 @@ func (c *Config) ApplyDefaults() {
 	setString(&c.Log.Level, DefaultLogLevel)
 	setString(&c.Log.Format, DefaultLogFormat)
 	setString(&c.TLS.MinVersion, DefaultTLSMinVersion)
+
+	setInt(&c.Auth.LockoutThreshold, DefaultLockoutThreshold)
+	setDuration(&c.Auth.LockoutWindow, DefaultLockoutWindow)
+	setString(&c.Auth.TOTPIssuer, DefaultTOTPIssuer)
+	setString(&c.OAuth.UserClaim, DefaultOAuthUserClaim)
 
 	l := &c.Limits
 	setInt(&l.MaxConnections, DefaultMaxConnections)

@@ -128,7 +128,7 @@ func TestWrongTypes(t *testing.T) {
 			"upstream[1].connect_timeout", `"-5s" is negative`},
 		{"mode", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\nmode = \"merge\" #!\n", "user[0].mode", `"merge" is not one of route`},
 		{"secret", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\npassword_hash = \"$2b$04$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234\"\nupstream_password = \"hunter2\" #!\n",
-			"user[0].upstream_password", `must be "passthrough", "env:NAME" or "file:PATH"`},
+			"user[0].upstream_password", `must be "passthrough", "env:NAME", "file:PATH" or "store"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,6 +192,8 @@ func TestDefaults(t *testing.T) {
 			ConnectTimeout: Duration(10 * time.Second), CommandTimeout: Duration(60 * time.Second)}},
 		Users:  []User{{Name: "u", Mode: ModeRoute, Upstream: "a", UpstreamUser: "u", UpstreamPassword: pass}},
 		Routes: []Route{{Match: "*", Upstream: "a", Username: "{user}", Password: pass, Verify: VerifyUpstream}},
+		Auth:   AuthPolicy{LockoutThreshold: 10, LockoutWindow: Duration(15 * time.Minute), TOTPIssuer: "imapproxy"},
+		OAuth:  OAuth{UserClaim: "email"},
 		Path:   "config.toml",
 		lines:  cfg.lines,
 	}

@@ -85,13 +85,19 @@ func (d Duration) String() string { return time.Duration(d).String() }
 
 // errSecretForm is the only error an unparsable secret gets: the text may be
 // a password someone wrote where a reference belongs, so it is never echoed.
-var errSecretForm = errors.New(`must be "passthrough", "env:NAME" or "file:PATH" ` +
-	`(the password itself does not belong in the config file)`)
+var errSecretForm = errors.New(`must be "passthrough", "env:NAME", "file:PATH" or "store", ` +
+	`optionally after "oauth2:" (the password itself does not belong in the config file)`)
 
-// ParseSecret parses "passthrough", "env:NAME" or "file:PATH".
+// ParseSecret parses "passthrough", "env:NAME", "file:PATH" or "store",
+// each optionally prefixed with "oauth2:" (not passthrough: a client's
+// bearer token passes through on its own).
 func ParseSecret(s string) (Secret, error) {
 	var sec Secret
+	oauth2 := strings.HasPrefix(s, "oauth2:")
+	s = strings.TrimPrefix(s, "oauth2:")
 	switch {
+	case s == string(SecretStore):
+		sec = Secret{Kind: SecretStore}
 	case s == string(SecretPassthrough):
 		sec = Secret{Kind: SecretPassthrough}
 	case strings.HasPrefix(s, "env:"):
@@ -100,6 +106,12 @@ func ParseSecret(s string) (Secret, error) {
 		sec = Secret{Kind: SecretFile, Ref: s[len("file:"):]}
 	default:
 		return Secret{}, errSecretForm
+	}
+	if oauth2 {
+		if sec.Kind == SecretPassthrough {
+			return Secret{}, errors.New(`"oauth2:" goes with env:, file: or store; a client's own token passes through with "passthrough"`)
+		}
+		sec.XOAUTH2 = true
 	}
 	if err := sec.check(); err != nil {
 		return Secret{}, err
@@ -115,9 +127,12 @@ func (s Secret) check() error {
 		if s.Ref != "" {
 			return errSecretForm
 		}
-	case SecretPassthrough:
+	case SecretPassthrough, SecretStore:
 		if s.Ref != "" {
-			return errors.New(`"passthrough" takes no reference`)
+			return fmt.Errorf("%q takes no reference", s.Kind)
+		}
+		if s.XOAUTH2 && s.Kind == SecretPassthrough {
+			return errSecretForm
 		}
 	case SecretEnv:
 		if !isEnvName(s.Ref) {
@@ -178,8 +193,15 @@ func (s Secret) String() string {
 	if s.check() != nil {
 		return "(invalid secret)"
 	}
-	if s.Kind == SecretEnv || s.Kind == SecretFile {
-		return string(s.Kind) + ":" + s.Ref
+	prefix := ""
+	if s.XOAUTH2 {
+		prefix = "oauth2:"
+	}
+	switch s.Kind {
+	case SecretEnv, SecretFile:
+		return prefix + string(s.Kind) + ":" + s.Ref
+	case SecretStore:
+		return prefix + string(SecretStore)
 	}
 	return string(SecretPassthrough)
 }

@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 	v.upstreamList()
 	v.users()
 	v.routes()
+	v.security()
 	return joinErrors(v.errs)
 }
 

@@ -85,6 +85,16 @@ func TestValidateErrors(t *testing.T) {
 			"route[0].verify", `"nobody" is not one of upstream, proxy`},
 		{"route stored secret verified upstream", minimal + "[[route]]\nmatch = \"*\"\nupstream = \"a\"\npassword = \"file:/x\" #!\n",
 			"route[0].password", `must be passthrough unless verify = "proxy"`},
+		{"secrets key value", minimal + "[secrets]\nkey = \"c2VjcmV0\" #!\n",
+			"secrets.key", `must be "file:PATH" or "env:NAME"`},
+		{"store password without key", minimal + "[[user]]\nname = \"u\"\npassword_hash = \"" + argon2OK + "\"\nupstream = \"a\"\nupstream_password = \"store\" #!\n",
+			"user[0].upstream_password", `"store" needs [secrets] key`},
+		{"lockout negative", minimal + "[auth]\nlockout_threshold = -1 #!\n",
+			"auth.lockout_threshold", "must not be negative"},
+		{"oauth without audience", minimal + "[oauth] #!\nissuer = \"https://id.example\"\njwks_url = \"https://id.example/jwks\"\n",
+			"oauth.audience", "required when [oauth] is configured"},
+		{"oauth plain http", minimal + "[oauth]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://id.example/jwks\" #!\n",
+			"oauth.jwks_url", "must use https"},
 		{"inline array of tables", "listen = [\n  { address = \":993\", tls = \"implicit\" },\n  { address = \":143\" }, #!\n]\n" + tlsOK + upstreamOK,
 			"listen[1].tls", "required"},
 	}
@@ -98,6 +108,8 @@ func TestValidateErrors(t *testing.T) {
 func TestValidateAccepts(t *testing.T) {
 	tests := []struct{ name, text string }{
 		{"minimal", minimal},
+		{"oauth loopback http", minimal + "[oauth]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1:8080/jwks\"\n"},
+		{"stored password", minimal + "[secrets]\nkey = \"env:IMAPPROXY_KEY\"\n[[user]]\nname = \"u\"\npassword_hash = \"" + argon2OK + "\"\nupstream = \"a\"\nupstream_password = \"oauth2:store\"\n"},
 		{"bcrypt", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\npassword_hash = \"" + bcryptOK + "\"\nupstream_password = \"env:U\"\n"},
 		{"user left to routes", minimal + "[[user]]\nname = \"u\"\npassword_hash = \"" + argon2OK + "\"\n[[route]]\nmatch = \"*\"\nupstream = \"a\"\n"},
 		{"verify proxy with stored secret", minimal + "[[route]]\nmatch = \"example.com\"\nupstream = \"a\"\nusername = \"{local}+{domain}*master\"\npassword = \"env:M\"\nverify = \"proxy\"\n"},
@@ -169,8 +181,8 @@ func TestValidateInCode(t *testing.T) {
 	}
 	cfg.Users[0].UpstreamPassword = Secret{Kind: "literal", Ref: "hunter2"}
 	err := cfg.Validate()
-	if err == nil || err.Error() != `config: user[0].upstream_password: must be "passthrough", "env:NAME" or "file:PATH" `+
-		`(the password itself does not belong in the config file)` {
+	if err == nil || err.Error() != `config: user[0].upstream_password: must be "passthrough", "env:NAME", "file:PATH" or "store", `+
+		`optionally after "oauth2:" (the password itself does not belong in the config file)` {
 		t.Fatalf("got %v", err)
 	}
 }
