@@ -3,12 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
 )
 
 // FuzzCommandReader feeds arbitrary bytes to the front door's parser: it
@@ -106,37 +102,8 @@ func FuzzGuard(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		downClient, downServer := net.Pipe()
-		upProxy, upServer := net.Pipe()
-		defer downClient.Close()
-		defer upServer.Close()
-		received := make(chan []byte, 1)
-		go func() {
-			b, _ := io.ReadAll(upServer)
-			received <- b
-		}()
-		go io.Copy(io.Discard, downClient) // the proxy's own lines to the client
-		g := &guard{
-			policy:     guardPolicy{literalPlus: true},
-			down:       downServer,
-			up:         upProxy,
-			w:          newDownstreamWriter(downServer, time.Second),
-			sig:        newContSignal(),
-			cmdTimeout: time.Second,
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// The guard reads from a pipe fed with data, then EOF.
-		feed, feedW := net.Pipe()
-		g.down = feed
-		go func() {
-			feedW.Write(data)
-			feedW.Close()
-		}()
-		g.run(ctx, nil)
-		upProxy.Close()
-		downServer.Close()
-		for _, first := range referenceCommands(<-received) {
+		up, _ := runGuard(t, guardPolicy{literalPlus: true}, data)
+		for _, first := range referenceCommands(up) {
 			words := strings.Fields(first)
 			if len(words) < 2 {
 				continue

@@ -37,6 +37,17 @@ type guardPolicy struct {
 	literalPlus   bool // the upstream accepts "{n+}"
 	literalMinus  bool // the upstream accepts "{n+}" up to 4096 bytes
 	allowCompress bool // COMPRESS may pass (then the guard stops following)
+	// readOnly refuses commands that change mail or mailboxes, and turns
+	// SELECT into EXAMINE so that reading does not set \Seen.
+	readOnly bool
+}
+
+// writeCommands are refused in a read-only session. SELECT becomes EXAMINE,
+// after which CLOSE and FETCH change nothing.
+var writeCommands = map[string]bool{
+	"APPEND": true, "STORE": true, "COPY": true, "MOVE": true, "EXPUNGE": true,
+	"CREATE": true, "DELETE": true, "RENAME": true, "SUBSCRIBE": true, "UNSUBSCRIBE": true,
+	"REPLACE": true, "SETACL": true, "DELETEACL": true, "SETQUOTA": true, "SETMETADATA": true,
 }
 
 // contSignal carries, from the upstream side to the guard, whether the
@@ -104,7 +115,11 @@ type guard struct {
 	inCommand   bool   // after the first line of a command, before its end
 	tag         string // the current command's tag
 	dropping    bool   // the current command is refused
-	dropText    string // why
+	dropResp    string // the refusal, after the tag: "BAD text" or "NO [CODE] text"
+	// rename, when set, replaces the current command's name (at
+	// renameAt in its first line) as the line is forwarded.
+	rename   string
+	renameAt [2]int
 	literal     int64  // payload bytes still to come
 	idling      bool
 	passthrough bool
@@ -213,7 +228,7 @@ func (g *guard) process(ctx context.Context) error {
 			// Forward all but the end of the line, which may be a literal
 			// marker still being written.
 			if k := len(data) - (maxLiteralMarker + 2); k > 0 {
-				g.emit(data[:k])
+				g.emitFirst(data[:k])
 				g.r += k
 			}
 			break
@@ -225,7 +240,7 @@ func (g *guard) process(ctx context.Context) error {
 		}
 		size, plus, brace, ok := parseLiteralMarker(trimEOL(line))
 		if !ok {
-			g.emit(line)
+			g.emitFirst(line)
 			if err := g.endCommand(); err != nil {
 				return err
 			}
@@ -244,12 +259,12 @@ func (g *guard) process(ctx context.Context) error {
 			continue
 		}
 		if plus {
-			g.emit(line)
+			g.emitFirst(line)
 			g.literal = size
 			continue
 		}
 		if g.policy.literalPlus || (g.policy.literalMinus && size <= 4096) {
-			g.emit(line[:brace])
+			g.emitFirst(line[:brace])
 			g.emit([]byte{'+'})
 			g.emit(line[brace:])
 			g.literal = size
@@ -258,7 +273,7 @@ func (g *guard) process(ctx context.Context) error {
 			}
 			continue
 		}
-		g.emit(line)
+		g.emitFirst(line)
 		asked, err := g.awaitContinuation(ctx)
 		if err != nil {
 			return err
@@ -298,7 +313,7 @@ func (g *guard) endCommand() error {
 		return nil
 	}
 	g.dropping = false
-	return g.w.writeLine([]byte(g.tag + " BAD " + g.dropText + "\r\n"))
+	return g.w.writeLine([]byte(g.tag + " " + g.dropResp + "\r\n"))
 }
 
 // decide looks at the start of a command and sets whether it passes.
@@ -313,6 +328,17 @@ func (g *guard) decide(line []byte) {
 	if name == "UID" {
 		name = sub
 	}
+	if g.policy.readOnly {
+		switch {
+		case writeCommands[name]:
+			g.refuseWith("NO [NOPERM] This login is read-only")
+			return
+		case name == "SELECT":
+			if i := bytes.Index(bytes.ToUpper(line), []byte("SELECT")); i >= 0 {
+				g.rename, g.renameAt = "EXAMINE", [2]int{i, i + len("SELECT")}
+			}
+		}
+	}
 	switch name {
 	case "LOGIN", "AUTHENTICATE":
 		g.refuse("Already logged in")
@@ -321,7 +347,7 @@ func (g *guard) decide(line []byte) {
 	case "STARTTLS":
 		g.refuse("TLS is handled by the proxy")
 	case "COMPRESS":
-		if !g.policy.allowCompress {
+		if !g.policy.allowCompress || g.policy.readOnly {
 			g.refuse("COMPRESS is not available through this proxy")
 			return
 		}
@@ -334,12 +360,27 @@ func (g *guard) decide(line []byte) {
 	}
 }
 
-func (g *guard) refuse(text string) {
+func (g *guard) refuse(text string) { g.refuseWith("BAD " + text) }
+
+func (g *guard) refuseWith(resp string) {
 	if !validTag(g.tag) {
 		g.tag = "*"
 	}
 	g.dropping = true
-	g.dropText = text
+	g.dropResp = resp
+}
+
+// emitFirst forwards the first bytes of a command, renamed if decide said
+// so.
+func (g *guard) emitFirst(b []byte) {
+	if g.rename == "" || len(b) < g.renameAt[1] {
+		g.emit(b)
+		return
+	}
+	g.emit(b[:g.renameAt[0]])
+	g.emit([]byte(g.rename))
+	g.emit(b[g.renameAt[1]:])
+	g.rename = ""
 }
 
 // commandHead returns the tag, the upper-cased command name and the

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -139,5 +142,65 @@ func TestGuardIdle(t *testing.T) {
 	}
 	if cmds := f.commands(); !slices.Equal(cmds, []string{"a IDLE", "DONE", "c NOOP"}) {
 		t.Fatalf("upstream received %q", cmds)
+	}
+}
+
+// runGuard sends input through a guard with policy, as the whole client
+// stream, and returns what reached the upstream and what the proxy itself
+// answered the client.
+func runGuard(t testing.TB, policy guardPolicy, input []byte) (toUpstream, toClient []byte) {
+	downServer, downClient := net.Pipe()
+	upProxy, upServer := net.Pipe()
+	feed, feedW := net.Pipe()
+	received := make(chan []byte, 1)
+	answered := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(upServer)
+		received <- b
+	}()
+	go func() {
+		b, _ := io.ReadAll(downClient)
+		answered <- b
+	}()
+	go func() {
+		feedW.Write(input)
+		feedW.Close()
+	}()
+	g := &guard{
+		policy:     policy,
+		down:       feed,
+		up:         upProxy,
+		w:          newDownstreamWriter(downServer, time.Second),
+		sig:        newContSignal(),
+		cmdTimeout: time.Second,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g.run(ctx, nil)
+	upProxy.Close()
+	downServer.Close()
+	feed.Close()
+	return <-received, <-answered
+}
+
+func TestGuardReadOnly(t *testing.T) {
+	in := "a SELECT INBOX\r\n" +
+		"b UID STORE 1 +FLAGS (\\Seen)\r\n" +
+		"c APPEND INBOX {5+}\r\nhello\r\n" +
+		"d FETCH 1 BODY[]\r\n" +
+		"e select {5+}\r\nDrafts\r\n" +
+		"f COMPRESS DEFLATE\r\n" +
+		"g EXPUNGE\r\n"
+	up, down := runGuard(t, guardPolicy{literalPlus: true, allowCompress: true, readOnly: true}, []byte(in))
+	wantUp := "a EXAMINE INBOX\r\nd FETCH 1 BODY[]\r\ne EXAMINE {5+}\r\nDrafts\r\n"
+	if string(up) != wantUp {
+		t.Errorf("upstream got %q\nwant %q", up, wantUp)
+	}
+	wantDown := "b NO [NOPERM] This login is read-only\r\n" +
+		"c NO [NOPERM] This login is read-only\r\n" +
+		"f BAD COMPRESS is not available through this proxy\r\n" +
+		"g NO [NOPERM] This login is read-only\r\n"
+	if string(down) != wantDown {
+		t.Errorf("client got %q\nwant %q", down, wantDown)
 	}
 }
