@@ -385,10 +385,11 @@ func (g *guard) emitFirst(b []byte) {
 
 // commandHead returns the tag, the upper-cased command name and the
 // upper-cased word after it. It is lenient on purpose: words may be
-// separated by runs of spaces or tabs and the tag is not checked, so that
-// no spelling an upstream might accept slips past the guard.
+// separated by runs of spaces, tabs or other control characters and the tag
+// is not checked, so that no spelling an upstream might accept slips past
+// the guard.
 func commandHead(line []byte) (tag, name, sub string) {
-	words := bytes.FieldsFunc(trimEOL(line), func(r rune) bool { return r == ' ' || r == '\t' })
+	words := bytes.FieldsFunc(trimEOL(line), func(r rune) bool { return r <= ' ' })
 	if len(words) < 2 {
 		return "", "", ""
 	}
