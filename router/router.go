@@ -53,6 +53,7 @@ type Router struct {
 	users     []config.User
 	routes    []config.Route
 	upstreams map[string]bool
+	global    config.AuthPolicy
 }
 
 // New returns a Router for cfg. It does not validate cfg (that is the
@@ -64,6 +65,7 @@ func New(cfg *config.Config) *Router {
 	if cfg == nil {
 		return r
 	}
+	r.global = cfg.Auth
 	r.users = append([]config.User(nil), cfg.Users...)
 	r.routes = append([]config.Route(nil), cfg.Routes...)
 	for _, u := range cfg.Upstreams {
@@ -112,6 +114,47 @@ func (r *Router) Plan(login string) (Plan, error) {
 		return Plan{}, ErrNoRoute
 	}
 	return r.planFromRule(login, rule, verify, "", config.Secret{})
+}
+
+// PlanVerified returns the plan for a login the proxy itself verified
+// (a user kept in the store, or a bearer token's user): a [[user]] entry
+// as in Plan, else the first matching [[route]] whatever its verify, since
+// the proxy, not the upstream, vouches for the user.
+func (r *Router) PlanVerified(login string) (Plan, error) {
+	if err := CheckLogin(login); err != nil {
+		return Plan{}, err
+	}
+	if u := r.user(login); u != nil {
+		p, err := r.planUser(u)
+		if err == nil {
+			p.Verify = config.VerifyProxy
+		}
+		return p, err
+	}
+	rule := r.firstRule(login)
+	if rule == nil {
+		return Plan{}, ErrNoRoute
+	}
+	return r.planFromRule(login, rule, config.VerifyProxy, "", config.Secret{})
+}
+
+// Policy returns the second-factor policy for a login: 2FA is required if
+// [auth], the login's [[user]] or its first matching [[route]] requires
+// it; the TOTP grace is the user's, else the route's (0: the caller's
+// default from the listener or [auth]).
+func (r *Router) Policy(login string) (require2FA bool, totpGrace config.Duration) {
+	require2FA = r.global.Require2FA
+	if u := r.user(login); u != nil {
+		require2FA = require2FA || u.Require2FA
+		totpGrace = u.TOTPGrace
+	}
+	if rule := r.firstRule(login); rule != nil {
+		require2FA = require2FA || rule.Require2FA
+		if totpGrace == 0 {
+			totpGrace = rule.TOTPGrace
+		}
+	}
+	return require2FA, totpGrace
 }
 
 // VerifiedByUpstream reports whether the proxy holds no password hash for

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"imapproxy/config"
 )
@@ -204,5 +205,48 @@ func TestNilAndEmptyConfig(t *testing.T) {
 		if _, err := New(cfg).Plan("a@x.test"); !errors.Is(err, ErrNoRoute) {
 			t.Fatalf("Plan on empty config: %v, want ErrNoRoute", err)
 		}
+	}
+}
+
+func TestPlanVerifiedAndPolicy(t *testing.T) {
+	cfg := &config.Config{
+		Upstreams: []config.Upstream{{Name: "a"}, {Name: "b"}},
+		Users: []config.User{
+			{Name: "carol", PasswordHash: "h", Upstream: "b", Require2FA: true, TOTPGrace: config.Duration(time.Hour)},
+		},
+		Routes: []config.Route{
+			{Match: "*@proxy.test", Upstream: "a", Username: "{local}", Verify: config.VerifyProxy, TOTPGrace: config.Duration(time.Minute)},
+			{Match: "*", Upstream: "b", Verify: config.VerifyUpstream, Require2FA: true},
+		},
+	}
+	r := New(cfg)
+	// A store user under a verify=proxy rule: Plan refuses, PlanVerified routes.
+	if _, err := r.Plan("dave@proxy.test"); err == nil {
+		t.Fatalf("Plan admitted an unlisted login under a verify=proxy rule")
+	}
+	p, err := r.PlanVerified("dave@proxy.test")
+	if err != nil || p.Upstream != "a" || p.UpstreamUser != "dave" || p.Verify != config.VerifyProxy {
+		t.Fatalf("PlanVerified = %+v, %v", p, err)
+	}
+	if p, err := r.PlanVerified("carol"); err != nil || p.Upstream != "b" {
+		t.Fatalf("PlanVerified(carol) = %+v, %v", p, err)
+	}
+	for _, tt := range []struct {
+		login   string
+		require bool
+		grace   time.Duration
+	}{
+		{"carol", true, time.Hour},
+		{"dave@proxy.test", false, time.Minute},
+		{"eve@else.test", true, 0},
+	} {
+		req, grace := r.Policy(tt.login)
+		if req != tt.require || grace.D() != tt.grace {
+			t.Errorf("Policy(%s) = %v, %v; want %v, %v", tt.login, req, grace, tt.require, tt.grace)
+		}
+	}
+	cfg.Auth.Require2FA = true
+	if req, _ := New(cfg).Policy("dave@proxy.test"); !req {
+		t.Errorf("global require_2fa not applied")
 	}
 }
