@@ -92,6 +92,9 @@ type ClientInfo struct {
 // Credentials are what Login sends to the upstream.
 type Credentials struct {
 	Username, Password string
+	// XOAUTH2 says Password is an OAuth 2.0 access token: Login then uses
+	// AUTHENTICATE XOAUTH2.
+	XOAUTH2 bool
 }
 
 // Conn is an upstream connection in the login phase. Its methods must not
@@ -324,6 +327,13 @@ func (c *Conn) nextTag() string {
 // data is returned in caps. The tagged response may come before all parts
 // are sent (a refused literal); then the rest is not sent.
 func (c *Conn) exchange(tag string, parts ...[]byte) (final *response, caps []string, err error) {
+	return c.exchangeParts(tag, false, parts)
+}
+
+// exchangeParts is exchange; with optional, the server may complete the
+// command before asking for every part (a SASL error response that is
+// sent only when the server reports a failure).
+func (c *Conn) exchangeParts(tag string, optional bool, parts [][]byte) (final *response, caps []string, err error) {
 	if _, err := c.conn.Write(parts[0]); err != nil {
 		return nil, nil, err
 	}
@@ -350,7 +360,7 @@ func (c *Conn) exchange(tag string, parts ...[]byte) (final *response, caps []st
 				caps = rc
 			}
 		case tag:
-			if r.kind == "OK" && next < len(parts) {
+			if r.kind == "OK" && next < len(parts) && !optional {
 				return nil, nil, protocolError("OK before the whole command was sent")
 			}
 			return r, caps, nil

@@ -89,9 +89,9 @@ func TestStall(t *testing.T) {
 	t.Run("mid login", func(t *testing.T) {
 		c := dialFake(t, send("* OK [CAPABILITY IMAP4rev1] hi"), expect(`$T LOGIN "u" "p"`), stall())
 		start := time.Now()
-		err := c.Login(context.Background(), Credentials{"u", "p"})
+		err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"})
 		checkTimeout(t, err, start)
-		if err := c.Login(context.Background(), Credentials{"u", "p"}); !errors.Is(err, ErrUnavailable) {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Login after timeout: %v", err)
 		}
 	})
@@ -99,7 +99,7 @@ func TestStall(t *testing.T) {
 		// The upstream never sends the continuation request.
 		c := dialFake(t, send("* OK [CAPABILITY IMAP4rev1] hi"), expect(`$T LOGIN "u" {3}`), stall())
 		start := time.Now()
-		checkTimeout(t, c.Login(context.Background(), Credentials{"u", "p\\x"}), start)
+		checkTimeout(t, c.Login(context.Background(), Credentials{Username: "u", Password: "p\\x"}), start)
 	})
 }
 
@@ -120,7 +120,7 @@ func TestContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	err := c.Login(ctx, Credentials{"u", "p"})
+	err := c.Login(ctx, Credentials{Username: "u", Password: "p"})
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -158,7 +158,7 @@ func TestAuthenticatePlain(t *testing.T) {
 			send("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED AUTH=PLAIN SASL-IR] hi"),
 			expect("$T AUTHENTICATE PLAIN "+ir),
 			send("$T OK [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in"))
-		if err := c.Login(context.Background(), Credentials{"us\u00e9r", "p\"w"}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "us\u00e9r", Password: "p\"w"}); err != nil {
 			t.Fatal(err)
 		}
 		if got := c.Capabilities(); !slices.Equal(got, []string{"IMAP4rev1", "IDLE", "MOVE"}) {
@@ -175,7 +175,7 @@ func TestAuthenticatePlain(t *testing.T) {
 			expect("$T CAPABILITY"),
 			send("* CAPABILITY IMAP4rev1 UIDPLUS"),
 			send("$T OK done"))
-		if err := c.Login(context.Background(), Credentials{"us\u00e9r", "p\"w"}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "us\u00e9r", Password: "p\"w"}); err != nil {
 			t.Fatal(err)
 		}
 		if got := c.Capabilities(); !slices.Equal(got, []string{"IMAP4rev1", "UIDPLUS"}) {
@@ -184,7 +184,7 @@ func TestAuthenticatePlain(t *testing.T) {
 	})
 	t.Run("no PLAIN", func(t *testing.T) {
 		c := dialFake(t, send("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED AUTH=GSSAPI] hi"))
-		err := c.Login(context.Background(), Credentials{"u", "p"})
+		err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"})
 		if !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("err = %v", err)
 		}
@@ -194,7 +194,7 @@ func TestAuthenticatePlain(t *testing.T) {
 			send("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED AUTH=PLAIN SASL-IR] hi"),
 			expect("$T AUTHENTICATE PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00u\x00secret"))),
 			send("$T NO [AUTHENTICATIONFAILED] wrong: "+base64.StdEncoding.EncodeToString([]byte("\x00u\x00secret"))))
-		err := c.Login(context.Background(), Credentials{"u", "secret"})
+		err := c.Login(context.Background(), Credentials{Username: "u", Password: "secret"})
 		if !errors.Is(err, ErrAuthFailed) {
 			t.Fatalf("err = %v", err)
 		}
@@ -215,7 +215,7 @@ func TestLoginRefused(t *testing.T) {
 		send("$T BAD what?"),
 		expect(`$T LOGIN "bob" "hunter22"`),
 		send("$T OK [CAPABILITY IMAP4rev1] in"))
-	cr := Credentials{"bob", "hunter22"}
+	cr := Credentials{Username: "bob", Password: "hunter22"}
 
 	err := c.Login(context.Background(), cr)
 	if !errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrUnavailable) {
@@ -251,7 +251,7 @@ func TestByeDuringLogin(t *testing.T) {
 		expect(`$T LOGIN "u" "p"`),
 		send("* BYE [UNAVAILABLE] Shutting down"),
 		hangup())
-	err := c.Login(context.Background(), Credentials{"u", "p"})
+	err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v", err)
 	}
@@ -274,7 +274,7 @@ func TestExplicitCapability(t *testing.T) {
 	if got := c.Capabilities(); !slices.Equal(got, []string{"IMAP4rev1", "STARTTLS", "AUTH=PLAIN"}) {
 		t.Errorf("pre-login caps = %q", got)
 	}
-	if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+	if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Capabilities(); !slices.Equal(got, []string{"IMAP4rev1", "IDLE"}) {
@@ -288,7 +288,7 @@ func TestUntaggedCapabilityDuringLogin(t *testing.T) {
 		expect(`$T LOGIN "u" "p"`),
 		send("* CAPABILITY IMAP4rev1 CHILDREN"),
 		send("$T OK Logged in"))
-	if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+	if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Capabilities(); !slices.Equal(got, []string{"IMAP4rev1", "CHILDREN"}) {
@@ -316,7 +316,7 @@ func TestSendClientIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -334,7 +334,7 @@ func TestSendClientIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -350,7 +350,7 @@ func TestSendClientIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -366,7 +366,7 @@ func TestLoginLiterals(t *testing.T) {
 			send("+ go ahead"),
 			expect(pass),
 			send("$T OK [CAPABILITY IMAP4rev1] in"))
-		if err := c.Login(context.Background(), Credentials{"u", pass}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: pass}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -380,7 +380,7 @@ func TestLoginLiterals(t *testing.T) {
 			send("+ go ahead"),
 			expect(pass),
 			send("$T OK [CAPABILITY IMAP4rev1] in"))
-		if err := c.Login(context.Background(), Credentials{"\xfcu", pass}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "\xfcu", Password: pass}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -389,7 +389,7 @@ func TestLoginLiterals(t *testing.T) {
 			send("* OK [CAPABILITY IMAP4rev1] hi"),
 			expect(`$T LOGIN "u" `+lit+"}"),
 			send("$T NO [CANNOT] no literals here"))
-		if err := c.Login(context.Background(), Credentials{"u", pass}); !errors.Is(err, ErrAuthFailed) {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: pass}); !errors.Is(err, ErrAuthFailed) {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -399,13 +399,13 @@ func TestLoginLiterals(t *testing.T) {
 			expect(`$T LOGIN "u" `+lit+"+}"),
 			expect(pass),
 			send("$T OK [CAPABILITY IMAP4rev1] in"))
-		if err := c.Login(context.Background(), Credentials{"u", pass}); err != nil {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: pass}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("NUL", func(t *testing.T) {
 		c := dialFake(t, send("* OK [CAPABILITY IMAP4rev1] hi"))
-		if err := c.Login(context.Background(), Credentials{"u", "a\x00b"}); !errors.Is(err, ErrAuthFailed) {
+		if err := c.Login(context.Background(), Credentials{Username: "u", Password: "a\x00b"}); !errors.Is(err, ErrAuthFailed) {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -419,7 +419,7 @@ func TestDetachLeftover(t *testing.T) {
 		sendRaw("$T OK [CAPABILITY IMAP4rev1] in\r\n"+after),
 		expect("z NOOP"),
 		send("z OK relayed"))
-	if err := c.Login(context.Background(), Credentials{"u", "p"}); err != nil {
+	if err := c.Login(context.Background(), Credentials{Username: "u", Password: "p"}); err != nil {
 		t.Fatal(err)
 	}
 	conn, rest := c.Detach()
@@ -477,4 +477,47 @@ func TestDialRefused(t *testing.T) {
 	if e := asError(t, err); e.Op != "dial" {
 		t.Errorf("op = %q", e.Op)
 	}
+}
+
+func TestAuthenticateXOAUTH2(t *testing.T) {
+	ir := base64.StdEncoding.EncodeToString([]byte("user=u@example.com\x01auth=Bearer tok-123\x01\x01"))
+	cr := Credentials{Username: "u@example.com", Password: "tok-123", XOAUTH2: true}
+	t.Run("SASL-IR", func(t *testing.T) {
+		c := dialFake(t,
+			send("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR] hi"),
+			expect("$T AUTHENTICATE XOAUTH2 "+ir),
+			send("$T OK [CAPABILITY IMAP4rev1 IDLE] Logged in"))
+		if err := c.Login(context.Background(), cr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("continuation", func(t *testing.T) {
+		c := dialFake(t,
+			send("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] hi"),
+			expect("$T AUTHENTICATE XOAUTH2"),
+			send("+ "),
+			expect(ir),
+			send("$T OK [CAPABILITY IMAP4rev1] Logged in"))
+		if err := c.Login(context.Background(), cr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("refused with error challenge", func(t *testing.T) {
+		c := dialFake(t,
+			send("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR] hi"),
+			expect("$T AUTHENTICATE XOAUTH2 "+ir),
+			send("+ eyJzdGF0dXMiOiI0MDEifQ=="),
+			expect(""),
+			send("$T NO [AUTHENTICATIONFAILED] Invalid credentials"))
+		err := c.Login(context.Background(), cr)
+		if !errors.Is(err, ErrAuthFailed) || strings.Contains(err.Error(), "tok-123") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("not offered", func(t *testing.T) {
+		c := dialFake(t, send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi"))
+		if err := c.Login(context.Background(), cr); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }

@@ -108,7 +108,7 @@ func TestMemServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = c.Login(ctx, Credentials{memUser, "wrong"})
+			err = c.Login(ctx, Credentials{Username: memUser, Password: "wrong"})
 			if !errors.Is(err, ErrAuthFailed) {
 				t.Errorf("wrong password: err = %v, want ErrAuthFailed", err)
 			}
@@ -123,7 +123,7 @@ func TestMemServer(t *testing.T) {
 			if !hasCap(pre, "IMAP4rev1") || hasCap(pre, "LOGINDISABLED") || hasCap(pre, "STARTTLS") {
 				t.Errorf("pre-login caps = %q", pre)
 			}
-			if err := c.Login(ctx, Credentials{memUser, memPassword}); err != nil {
+			if err := c.Login(ctx, Credentials{Username: memUser, Password: memPassword}); err != nil {
 				t.Fatal(err)
 			}
 			post := c.Capabilities()
@@ -180,7 +180,7 @@ func TestMemServerLoginDisabled(t *testing.T) {
 	if !hasCap(c.Capabilities(), "LOGINDISABLED") {
 		t.Fatalf("caps = %q", c.Capabilities())
 	}
-	err = c.Login(context.Background(), Credentials{memUser, memPassword})
+	err = c.Login(context.Background(), Credentials{Username: memUser, Password: memPassword})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v", err)
 	}
