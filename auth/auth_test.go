@@ -19,7 +19,7 @@ func TestAuthenticate(t *testing.T) {
 		{Name: "ALICE@example.com", PasswordHash: cheapHash(t, "duplicate")}, // ignored
 	}
 	upstream := func(login string) bool { return strings.HasSuffix(login, "@upstream.test") }
-	a := NewAuthenticator(users, upstream)
+	a := NewAuthenticator(Options{Users: users, UpstreamVerifies: upstream})
 	a.dummy = cheapHash(t, "dummy")
 
 	tests := []struct {
@@ -28,12 +28,12 @@ func TestAuthenticate(t *testing.T) {
 		want     Identity
 		err      error
 	}{
-		{"hash right", "alice@example.com", "alice-pw", Identity{"alice@example.com", false, MethodPassword}, nil},
-		{"hash right, other case", "Alice@EXAMPLE.com", "alice-pw", Identity{"alice@example.com", false, MethodPassword}, nil},
+		{"hash right", "alice@example.com", "alice-pw", Identity{User: "alice@example.com", ProxyKnown: true, Method: MethodPassword, Password: "alice-pw"}, nil},
+		{"hash right, other case", "Alice@EXAMPLE.com", "alice-pw", Identity{User: "alice@example.com", ProxyKnown: true, Method: MethodPassword, Password: "alice-pw"}, nil},
 		{"hash wrong", "alice@example.com", "nope", Identity{}, ErrInvalidCredentials},
 		{"duplicate entry ignored", "alice@example.com", "duplicate", Identity{}, ErrInvalidCredentials},
-		{"listed without hash", "bob@example.com", "anything", Identity{"Bob@Example.com", true, MethodUpstream}, nil},
-		{"unlisted, upstream verifies", "zed@upstream.test", "anything", Identity{"zed@upstream.test", true, MethodUpstream}, nil},
+		{"listed without hash", "bob@example.com", "anything", Identity{User: "Bob@Example.com", UpstreamVerifies: true, Method: MethodUpstream, Password: "anything"}, nil},
+		{"unlisted, upstream verifies", "zed@upstream.test", "anything", Identity{User: "zed@upstream.test", UpstreamVerifies: true, Method: MethodUpstream, Password: "anything"}, nil},
 		{"unlisted, no route", "zed@else.test", "anything", Identity{}, ErrInvalidCredentials},
 		{"empty password, hash", "alice@example.com", "", Identity{}, ErrInvalidCredentials},
 		{"empty password, upstream", "bob@example.com", "", Identity{}, ErrInvalidCredentials},
@@ -54,7 +54,7 @@ func TestAuthenticate(t *testing.T) {
 }
 
 func TestAuthenticateInternalErrorIsNotInvalidCredentials(t *testing.T) {
-	a := NewAuthenticator([]config.User{{Name: "u", PasswordHash: "bogus"}}, nil)
+	a := NewAuthenticator(Options{Users: []config.User{{Name: "u", PasswordHash: "bogus"}}})
 	_, err := a.Authenticate(context.Background(), Credentials{Username: "u", Password: "pw"})
 	if err == nil || errors.Is(err, ErrInvalidCredentials) || !errors.Is(err, ErrMalformedHash) {
 		t.Fatalf("err = %v; want an internal error", err)
@@ -62,7 +62,7 @@ func TestAuthenticateInternalErrorIsNotInvalidCredentials(t *testing.T) {
 }
 
 func TestAuthenticateNilUpstreamVerifies(t *testing.T) {
-	a := NewAuthenticator(nil, nil)
+	a := NewAuthenticator(Options{})
 	a.dummy = cheapHash(t, "dummy")
 	if _, err := a.Authenticate(context.Background(), Credentials{Username: "x", Password: "y"}); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("err = %v, want ErrInvalidCredentials", err)
@@ -70,7 +70,7 @@ func TestAuthenticateNilUpstreamVerifies(t *testing.T) {
 }
 
 func TestAuthenticateCancelled(t *testing.T) {
-	a := NewAuthenticator(nil, func(string) bool { return true })
+	a := NewAuthenticator(Options{UpstreamVerifies: func(string) bool { return true }})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := a.Authenticate(ctx, Credentials{Username: "x", Password: "y"}); !errors.Is(err, context.Canceled) {
@@ -86,7 +86,7 @@ func TestUnknownUserSpendsHashTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewAuthenticator([]config.User{{Name: "known", PasswordHash: h}}, nil)
+	a := NewAuthenticator(Options{Users: []config.User{{Name: "known", PasswordHash: h}}})
 	a.dummy = h // the same cost as the known user's hash
 	measure := func(user string) time.Duration {
 		best := time.Duration(1 << 62)

@@ -90,6 +90,16 @@ func (t *Throttle) Delay(user string, ip netip.Addr) time.Duration {
 	return d
 }
 
+// Failures returns the recent failures of user and of ip, the larger.
+func (t *Throttle) Failures(user string, ip netip.Addr) int {
+	now := t.now()
+	n := 0
+	for _, k := range t.keys(user, ip) {
+		n = max(n, t.counter.Count(k, now))
+	}
+	return n
+}
+
 // Failure records a failed login by user from ip.
 func (t *Throttle) Failure(user string, ip netip.Addr) {
 	now := t.now()

@@ -112,15 +112,15 @@ type guard struct {
 	r, e int // unprocessed bytes are buf[r:e]
 	out  []byte
 
-	inCommand   bool   // after the first line of a command, before its end
-	tag         string // the current command's tag
-	dropping    bool   // the current command is refused
-	dropResp    string // the refusal, after the tag: "BAD text" or "NO [CODE] text"
+	inCommand bool   // after the first line of a command, before its end
+	tag       string // the current command's tag
+	dropping  bool   // the current command is refused
+	dropResp  string // the refusal, after the tag: "BAD text" or "NO [CODE] text"
 	// rename, when set, replaces the current command's name (at
 	// renameAt in its first line) as the line is forwarded.
-	rename   string
-	renameAt [2]int
-	literal     int64  // payload bytes still to come
+	rename      string
+	renameAt    [2]int
+	literal     int64 // payload bytes still to come
 	idling      bool
 	passthrough bool
 	deadlineSet time.Time

@@ -91,6 +91,13 @@ type testProxy struct {
 
 func startProxy(t testing.TB, cfg *config.Config) *testProxy {
 	t.Helper()
+	return startProxyWith(t, cfg, nil)
+}
+
+// startProxyWith starts a proxy whose authenticator and server options
+// tune may change (a store, a sealer, OAuth, revocation polling).
+func startProxyWith(t testing.TB, cfg *config.Config, tune func(*auth.Options, *Options)) *testProxy {
+	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, err := testPair.WriteFiles(dir)
 	if err != nil {
@@ -102,13 +109,27 @@ func startProxy(t testing.TB, cfg *config.Config) *testProxy {
 	}
 	logs := &testLogger{t: t}
 	rt := router.New(cfg)
-	srv, err := New(Options{
+	ao := auth.Options{
+		Users: cfg.Users, UpstreamVerifies: rt.VerifiedByUpstream,
+		Policy: func(login string) auth.Policy {
+			req, grace := rt.Policy(login)
+			return auth.Policy{Require2FA: req, TOTPGrace: grace.D()}
+		},
+		TOTPGrace:        cfg.Auth.TOTPGrace.D(),
+		LockoutThreshold: cfg.Auth.LockoutThreshold, LockoutWindow: cfg.Auth.LockoutWindow.D(),
+		DelayBase: cfg.Limits.AuthDelay.D(), DelayMax: cfg.Limits.MaxAuthDelay.D(),
+	}
+	po := Options{
 		Config: cfg,
-		Auth:   auth.NewAuthenticator(cfg.Users, rt.VerifiedByUpstream),
 		Router: rt,
 		Certs:  certs,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if tune != nil {
+		tune(&ao, &po)
+	}
+	po.Auth = auth.NewAuthenticator(ao)
+	srv, err := New(po)
 	if err != nil {
 		t.Fatal(err)
 	}

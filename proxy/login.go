@@ -16,63 +16,103 @@ import (
 type loginFailure struct {
 	code    string // AUTHENTICATIONFAILED, UNAVAILABLE ...
 	text    string
-	reason  string // for the log
-	counted bool   // a credential failure: counted against user and IP
+	reason  string // for the log; never a secret
+	counted bool   // a credential failure: counted against user and address
 }
 
-// login checks credentials, plans the session and starts it. done means
-// the connection is finished with the front door.
-func (ss *session) login(tag, user, pass, mech string) (bool, error) {
+var errAuthFailed = &loginFailure{code: "AUTHENTICATIONFAILED", text: "Authentication failed", reason: "bad credentials", counted: true}
+
+// login checks a password login (LOGIN, AUTHENTICATE PLAIN) and, on
+// success, runs the session. done means the connection is finished with
+// the front door.
+func (ss *session) login(tag string, cr auth.Credentials) (bool, error) {
 	if ss.cleartextRefused() {
 		return false, ss.refusePrivacy(tag)
 	}
 	ctx, cancel := context.WithTimeout(ss.ctx, 2*time.Minute)
 	defer cancel()
-	ip := ss.remote.Addr()
-	routed, fail := ss.loginRoute(ctx, tag, user, pass, mech)
+	id, fail := ss.verify(ctx, cr)
 	if fail == nil {
-		return routed, nil
+		var routed bool
+		if routed, fail = ss.startRoute(ctx, tag, cr, id); fail == nil {
+			return routed, nil
+		}
 	}
-	userKey := strings.ToLower(user)
-	ss.srv.metrics.Logins.WithLabelValues(strings.ToLower(fail.code)).Inc()
+	return ss.loginFailed(tag, cr, fail)
+}
+
+// credentials are the common fields of a login attempt.
+func (ss *session) credentials(user, mech string) auth.Credentials {
+	return auth.Credentials{
+		Username: user, Remote: ss.remote.Addr(), Mechanism: mech, TLS: ss.isTLS,
+		ListenerGrace: ss.lis.cfg.TOTPGrace.D(),
+	}
+}
+
+// verify asks the authenticator and turns its errors into client answers.
+func (ss *session) verify(ctx context.Context, cr auth.Credentials) (auth.Identity, *loginFailure) {
+	id, err := ss.srv.auth.Authenticate(ctx, cr)
+	switch {
+	case err == nil:
+		return id, nil
+	case errors.Is(err, auth.ErrLocked):
+		return id, &loginFailure{code: "AUTHENTICATIONFAILED", text: "Too many failed logins, try again later", reason: "locked", counted: true}
+	case errors.Is(err, auth.ErrCodeRequired):
+		return id, &loginFailure{code: "AUTHENTICATIONFAILED",
+			text:   "A one-time code is required: add the 6-digit code from your authenticator app to the end of your password",
+			reason: "code required", counted: true}
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		f := *errAuthFailed
+		f.reason = strings.TrimPrefix(err.Error(), "auth: ")
+		return id, &f
+	default:
+		ss.log.Error("authentication error", "user", cr.Username, "err", err)
+		return id, &loginFailure{code: "UNAVAILABLE", text: "Authentication is unavailable, try again later", reason: "auth error"}
+	}
+}
+
+// loginFailed answers a refused login: counted failures are recorded and
+// answered after the growing delay; too many on one connection end it.
+func (ss *session) loginFailed(tag string, cr auth.Credentials, fail *loginFailure) (bool, error) {
+	srv := ss.srv
+	ip := ss.remote.Addr()
+	srv.metrics.Logins.WithLabelValues(strings.ToLower(fail.code)).Inc()
 	// One stable line per failure, for fail2ban; never the password.
-	ss.srv.log.Warn("login failed", "user", user, "remote", ss.remote.Addr().String(),
-		"mechanism", mech, "reason", fail.reason)
+	srv.log.Warn("login failed", "user", cr.Username, "remote", ip.String(),
+		"mechanism", cr.Mechanism, "reason", fail.reason)
 	if fail.counted {
 		ss.failures++
-		ss.srv.throttle.Failure(userKey, ip)
-		if !sleepCtx(ss.ctx, ss.srv.throttle.Delay(userKey, ip)) {
+		srv.auth.Failed(ss.ctx, cr.Username, ip, cr.Mechanism, fail.reason)
+		if !sleepCtx(ss.ctx, srv.auth.Delay(cr.Username, ip)) {
 			return true, ss.ctx.Err()
 		}
 	}
 	if err := ss.writef(tag, " NO [", fail.code, "] ", fail.text); err != nil {
 		return true, err
 	}
-	if ss.failures >= ss.srv.cfg.Limits.MaxAuthFailures {
+	if ss.failures >= srv.cfg.Limits.MaxAuthFailures {
 		ss.writef("* BYE Too many failed login attempts")
 		return true, nil
 	}
 	return false, nil
 }
 
-// loginRoute authenticates and, on success, runs the routed session to its
-// end (routed = true).
-func (ss *session) loginRoute(ctx context.Context, tag, user, pass, mech string) (bool, *loginFailure) {
+// startRoute plans the session of an authenticated identity, logs in to
+// its upstream and, on success, runs the relay to its end (routed = true).
+func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentials, id auth.Identity) (bool, *loginFailure) {
 	srv := ss.srv
-	id, err := srv.auth.Authenticate(ctx, auth.Credentials{
-		Username: user, Password: pass, Remote: ss.remote.Addr(), Mechanism: mech, TLS: ss.isTLS,
-	})
-	switch {
-	case errors.Is(err, auth.ErrInvalidCredentials):
-		return false, &loginFailure{code: "AUTHENTICATIONFAILED", text: "Authentication failed", reason: "bad credentials", counted: true}
-	case err != nil:
-		ss.log.Error("authentication error", "user", user, "err", err)
-		return false, &loginFailure{code: "UNAVAILABLE", text: "Authentication is unavailable, try again later", reason: "auth error"}
+	var plan router.Plan
+	var err error
+	if id.ProxyKnown {
+		plan, err = srv.router.PlanVerified(id.User)
+	} else {
+		plan, err = srv.router.Plan(id.User)
 	}
-	plan, err := srv.router.Plan(id.User)
 	if err != nil {
 		if errors.Is(err, router.ErrNoRoute) && id.UpstreamVerifies {
-			return false, &loginFailure{code: "AUTHENTICATIONFAILED", text: "Authentication failed", reason: "no route", counted: true}
+			f := *errAuthFailed
+			f.reason = "no route"
+			return false, &f
 		}
 		ss.log.Error("no route for user", "user", id.User, "err", err)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "No server is configured for this account", reason: "no route"}
@@ -86,7 +126,10 @@ func (ss *session) loginRoute(ctx context.Context, tag, user, pass, mech string)
 		ss.log.Error("unknown upstream in plan", "user", id.User, "upstream", plan.Upstream)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "No server is configured for this account", reason: "unknown upstream"}
 	}
-	secret, err := auth.ResolveSecret(plan.UpstreamPassword, pass)
+	secret, xoauth2, err := srv.auth.UpstreamSecret(ctx, plan.UpstreamPassword, id)
+	if errors.Is(err, auth.ErrNoPassthrough) {
+		return false, &loginFailure{code: "AUTHENTICATIONFAILED", text: "This login cannot be used for this account", reason: "no stored upstream password"}
+	}
 	if err != nil {
 		ss.log.Error("upstream credentials unavailable", "user", id.User, "upstream", plan.Upstream, "err", err)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "The account's server is unavailable", reason: "upstream secret"}
@@ -94,7 +137,7 @@ func (ss *session) loginRoute(ctx context.Context, tag, user, pass, mech string)
 	start := time.Now()
 	uc, err := upstream.Dial(ctx, opts, upstream.ClientInfo{Remote: ss.remote, Local: ss.local})
 	if err == nil {
-		err = uc.Login(ctx, upstream.Credentials{Username: plan.UpstreamUser, Password: secret})
+		err = uc.Login(ctx, upstream.Credentials{Username: plan.UpstreamUser, Password: secret, XOAUTH2: xoauth2})
 		if err != nil {
 			uc.Close()
 		}
@@ -105,17 +148,23 @@ func (ss *session) loginRoute(ctx context.Context, tag, user, pass, mech string)
 			kind = "auth"
 		}
 		srv.metrics.UpstreamFailure.WithLabelValues(plan.Upstream, kind).Inc()
-		if kind == "auth" && plan.UpstreamPassword.Kind == config.SecretPassthrough {
-			return false, &loginFailure{code: "AUTHENTICATIONFAILED", text: "Authentication failed", reason: "rejected by upstream", counted: true}
+		if kind == "auth" && plan.UpstreamPassword.IsPassthrough() {
+			f := *errAuthFailed
+			f.reason = "rejected by upstream"
+			return false, &f
 		}
 		ss.log.Error("upstream login failed", "user", id.User, "upstream", plan.Upstream, "err", err)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "The account's server is unavailable, try again later", reason: "upstream " + kind}
 	}
 	srv.metrics.UpstreamDial.WithLabelValues(plan.Upstream).Observe(time.Since(start).Seconds())
-	srv.throttle.Success(strings.ToLower(id.User), ss.remote.Addr())
+	srv.auth.Succeeded(ss.ctx, id, ss.remote.Addr(), cr.Mechanism)
 	srv.metrics.Logins.WithLabelValues("ok").Inc()
 	ss.log = ss.log.With("user", id.User, "upstream", plan.Upstream)
-	ss.log.Info("login", "method", id.Method, "mechanism", mech)
-	ss.runRoute(tag, uc, plan.Upstream)
+	attrs := []any{"method", id.Method, "mechanism", cr.Mechanism}
+	if id.AppPassword != "" {
+		attrs = append(attrs, "app_password", id.AppPassword)
+	}
+	ss.log.Info("login", attrs...)
+	ss.runRoute(tag, uc, plan.Upstream, id)
 	return true, nil
 }

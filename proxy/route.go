@@ -5,13 +5,14 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"imapproxy/auth"
 	"imapproxy/upstream"
 )
 
 // routeCapabilities turns the upstream's post-login capabilities into what
 // the client is told, and the guard's policy.
-func routeCapabilities(upCaps []string) ([]string, guardPolicy) {
-	var p guardPolicy
+func routeCapabilities(upCaps []string, readOnly bool) ([]string, guardPolicy) {
+	p := guardPolicy{readOnly: readOnly}
 	unauth := false
 	for _, c := range upCaps {
 		switch strings.ToUpper(c) {
@@ -27,7 +28,7 @@ func routeCapabilities(upCaps []string) ([]string, guardPolicy) {
 	// nothing the guard must still refuse could do harm: without
 	// UNAUTHENTICATE upstream, a LOGIN or AUTHENTICATE after login is
 	// refused by the upstream itself.
-	p.allowCompress = !unauth
+	p.allowCompress = !unauth && !readOnly
 	var caps []string
 	for _, c := range upstream.FilterCapabilities(upCaps) {
 		if !p.allowCompress && strings.HasPrefix(strings.ToUpper(c), "COMPRESS=") {
@@ -39,9 +40,9 @@ func routeCapabilities(upCaps []string) ([]string, guardPolicy) {
 }
 
 // runRoute answers the client's login and relays the session until it ends.
-func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string) {
+func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string, id auth.Identity) {
 	srv := ss.srv
-	caps, policy := routeCapabilities(uc.Capabilities())
+	caps, policy := routeCapabilities(uc.Capabilities(), id.ReadOnly)
 	upConn, upInitial := uc.Detach()
 
 	ss.mu.Lock()
@@ -53,6 +54,7 @@ func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string) 
 	}
 	ss.upConn = upConn
 	ss.mu.Unlock()
+	ss.appPasswordID.Store(id.AppPasswordID)
 
 	// Commands the client pipelined after LOGIN are already buffered.
 	downInitial, _ := ss.br.Peek(ss.br.Buffered())

@@ -23,23 +23,40 @@ import (
 	"imapproxy/upstream"
 )
 
-// Authenticator checks a client's credentials (auth.Authenticator, or a
-// chain of verifiers).
+// Authenticator checks a client's credentials and keeps the record of
+// logins (auth.Authenticator).
 type Authenticator interface {
 	Authenticate(ctx context.Context, cr auth.Credentials) (auth.Identity, error)
+	// UpstreamSecret is what to log in to the upstream with.
+	UpstreamSecret(ctx context.Context, s config.Secret, id auth.Identity) (value string, xoauth2 bool, err error)
+	// Succeeded and Failed record outcomes; Delay is how long to hold the
+	// answer to a failure.
+	Succeeded(ctx context.Context, id auth.Identity, remote netip.Addr, mechanism string)
+	Failed(ctx context.Context, login string, remote netip.Addr, mechanism, reason string)
+	Delay(login string, remote netip.Addr) time.Duration
 }
+
+// RevocationChecker returns those of ids (app passwords of live sessions)
+// that are revoked (store.Store.RevokedAppPasswords).
+type RevocationChecker func(ctx context.Context, ids []int64) ([]int64, error)
 
 // Options configure a Server. Config, Auth and Router are required.
 type Options struct {
-	Config   *config.Config
-	Auth     Authenticator
-	Router   *router.Router
-	Throttle *auth.Throttle // nil: built from Config.Limits
+	Config *config.Config
+	Auth   Authenticator
+	Router *router.Router
 	// Certs serves the proxy's certificate; required when a listener uses
 	// TLS or STARTTLS.
 	Certs   *CertStore
 	Logger  *slog.Logger // nil: slog.Default()
 	Metrics *Metrics     // nil: unregistered metrics
+	// BearerTokens offers AUTHENTICATE OAUTHBEARER and XOAUTH2.
+	BearerTokens bool
+	// Revoked, when set, is polled every RevocationInterval (default 2s)
+	// for the app passwords of live sessions; a revoked one's sessions end
+	// with a BYE.
+	Revoked            RevocationChecker
+	RevocationInterval time.Duration
 }
 
 // Server accepts client connections on every configured listener.
@@ -47,7 +64,9 @@ type Server struct {
 	cfg       *config.Config
 	auth      Authenticator
 	router    *router.Router
-	throttle  *auth.Throttle
+	bearer    bool
+	revoked   RevocationChecker
+	revokeInt time.Duration
 	log       *slog.Logger
 	metrics   *Metrics
 	tlsConfig *tls.Config
@@ -60,6 +79,7 @@ type Server struct {
 	total    int
 	sessions map[*session]struct{}
 	closing  bool
+	stopped  chan struct{}  // closed by Shutdown
 	wg       sync.WaitGroup // accept loops and sessions
 }
 
@@ -72,12 +92,15 @@ func New(opts Options) (*Server, error) {
 		cfg:       opts.Config,
 		auth:      opts.Auth,
 		router:    opts.Router,
-		throttle:  opts.Throttle,
+		bearer:    opts.BearerTokens,
+		revoked:   opts.Revoked,
+		revokeInt: opts.RevocationInterval,
 		log:       opts.Logger,
 		metrics:   opts.Metrics,
 		perIP:     make(map[netip.Addr]int),
 		sessions:  make(map[*session]struct{}),
 		upstreams: make(map[string]upstream.Options),
+		stopped:   make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -85,9 +108,8 @@ func New(opts Options) (*Server, error) {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	lim := opts.Config.Limits
-	if s.throttle == nil {
-		s.throttle = auth.NewThrottle(auth.ThrottleOptions{Base: lim.AuthDelay.D(), Max: lim.MaxAuthDelay.D()})
+	if s.revokeInt <= 0 {
+		s.revokeInt = 2 * time.Second
 	}
 	if opts.Certs != nil {
 		minVersion := uint16(tls.VersionTLS12)
@@ -180,6 +202,14 @@ func (s *Server) Addrs() []net.Addr {
 // loops have stopped; sessions may still be running until Shutdown returns.
 func (s *Server) Serve() {
 	var wg sync.WaitGroup
+	if s.revoked != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer recoverGoroutine("revocations")
+			s.pollRevocations()
+		}()
+	}
 	for _, l := range s.listeners {
 		wg.Add(1)
 		go func() {
@@ -200,6 +230,9 @@ func (s *Server) closeListeners() {
 // end until ctx is done; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.stopped)
+	}
 	s.closing = true
 	sessions := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {

@@ -11,10 +11,12 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
 
+	"imapproxy/auth"
 	"imapproxy/config"
 )
 
@@ -36,6 +38,10 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// appPasswordID is the app password the session logged in with (0:
+	// none), for revocation.
+	appPasswordID atomic.Int64
 
 	mu       sync.Mutex
 	upConn   net.Conn // set once routed
@@ -91,6 +97,9 @@ func (ss *session) capabilities() string {
 		caps = append(caps, "LOGINDISABLED")
 	} else {
 		caps = append(caps, "AUTH=PLAIN")
+		if ss.srv.bearer {
+			caps = append(caps, "AUTH=OAUTHBEARER", "AUTH=XOAUTH2")
+		}
 	}
 	return strings.Join(caps, " ")
 }
@@ -168,7 +177,9 @@ func (ss *session) dispatch(cmd *command) (done bool, err error) {
 		if len(cmd.args) != 2 || !cmd.args[0].isString() || !cmd.args[1].isString() {
 			return false, ss.writef(cmd.tag, " BAD LOGIN takes a user name and a password")
 		}
-		return ss.login(cmd.tag, cmd.args[0].value, cmd.args[1].value, "login")
+		cr := ss.credentials(cmd.args[0].value, "login")
+		cr.Password = cmd.args[1].value
+		return ss.login(cmd.tag, cr)
 	case "AUTHENTICATE":
 		return ss.authenticate(cmd)
 	case "ENABLE", "SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "CREATE", "DELETE", "RENAME",
@@ -219,24 +230,103 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != tokAtom {
 		return false, ss.writef(cmd.tag, " BAD AUTHENTICATE takes a mechanism and an optional initial response")
 	}
-	if mech := strings.ToUpper(cmd.args[0].value); mech != "PLAIN" {
+	mech := strings.ToUpper(cmd.args[0].value)
+	bearer := mech == "OAUTHBEARER" || mech == "XOAUTH2"
+	if mech != "PLAIN" && !(bearer && ss.srv.bearer) {
 		return false, ss.writef(cmd.tag, " NO [CANNOT] Unsupported authentication mechanism")
 	}
 	if ss.cleartextRefused() {
 		return false, ss.refusePrivacy(cmd.tag)
 	}
-	var resp []byte
+	var ir []byte
 	if len(cmd.args) == 2 {
-		ir := cmd.args[1].value
-		if ir != "=" {
-			b, err := base64.StdEncoding.DecodeString(ir)
+		if v := cmd.args[1].value; v != "=" {
+			b, err := base64.StdEncoding.DecodeString(v)
 			if err != nil {
 				return false, ss.writef(cmd.tag, " BAD Invalid base64 in initial response")
 			}
-			resp = b
+			ir = b
+		} else {
+			ir = []byte{}
 		}
+	}
+	cr := ss.credentials("", strings.ToLower(mech))
+	if !bearer {
+		var authzErr bool
+		srv := sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				authzErr = true
+				return errors.New("authorization identity differs")
+			}
+			cr.Username, cr.Password = username, password
+			return nil
+		})
+		done, err := ss.saslExchange(cmd.tag, srv, ir)
+		if done || err != nil {
+			return done, err
+		}
+		if cr.Username == "" {
+			msg := " BAD Malformed PLAIN response"
+			if authzErr {
+				msg = " NO [AUTHORIZATIONFAILED] Logging in as another user is not supported"
+			}
+			return false, ss.writef(cmd.tag, msg)
+		}
+		return ss.login(cmd.tag, cr)
+	}
+	// Bearer tokens are checked inside the SASL exchange, whose error
+	// challenge (RFC 7628) must come before the final NO.
+	ctx, cancel := context.WithTimeout(ss.ctx, 2*time.Minute)
+	defer cancel()
+	var id auth.Identity
+	var fail *loginFailure
+	check := func(user, token string) error {
+		cr.Username, cr.Token = user, token
+		id, fail = ss.verify(ctx, cr)
+		if fail != nil {
+			return auth.ErrInvalidToken
+		}
+		return nil
+	}
+	var srv sasl.Server
+	if mech == "XOAUTH2" {
+		srv = auth.NewXOAUTH2Server(check, "")
 	} else {
-		if err := ss.writef("+ "); err != nil {
+		srv = auth.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+			if check(o.Username, o.Token) != nil {
+				return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+			}
+			return nil
+		})
+	}
+	done, err := ss.saslExchange(cmd.tag, srv, ir)
+	if done || err != nil {
+		return done, err
+	}
+	if fail == nil && cr.Token == "" {
+		return false, ss.writef(cmd.tag, " BAD Malformed ", mech, " response")
+	}
+	if fail == nil {
+		var routed bool
+		if routed, fail = ss.startRoute(ctx, cmd.tag, cr, id); fail == nil {
+			return routed, nil
+		}
+	}
+	return ss.loginFailed(cmd.tag, cr, fail)
+}
+
+// saslExchange runs srv until it is done, with ir as the initial response
+// (nil: none). A cancelled exchange or a protocol error is answered here
+// (handled = true); a failure of the mechanism itself is left to the
+// caller, which knows the credentials it saw.
+func (ss *session) saslExchange(tag string, srv sasl.Server, ir []byte) (handled bool, err error) {
+	resp := ir
+	for {
+		challenge, done, serr := srv.Next(resp)
+		if done || serr != nil {
+			return false, nil
+		}
+		if err := ss.writef("+ ", base64.StdEncoding.EncodeToString(challenge)); err != nil {
 			return true, err
 		}
 		ss.conn.SetReadDeadline(deadline(ss.srv.cfg.Limits.PreAuthTimeout.D()))
@@ -249,31 +339,13 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 			return true, err
 		}
 		if string(line) == "*" {
-			return false, ss.writef(cmd.tag, " BAD Authentication cancelled")
+			return true, ss.writef(tag, " BAD Authentication cancelled")
 		}
-		b, err := base64.StdEncoding.DecodeString(string(line))
+		resp, err = base64.StdEncoding.DecodeString(string(line))
 		if err != nil {
-			return false, ss.writef(cmd.tag, " BAD Invalid base64 in response")
+			return true, ss.writef(tag, " BAD Invalid base64 in response")
 		}
-		resp = b
 	}
-	var user, pass string
-	var authzErr bool
-	srv := sasl.NewPlainServer(func(identity, username, password string) error {
-		if identity != "" && identity != username {
-			authzErr = true
-			return errors.New("authorization identity differs")
-		}
-		user, pass = username, password
-		return nil
-	})
-	if _, _, err := srv.Next(resp); err != nil {
-		if authzErr {
-			return false, ss.writef(cmd.tag, " NO [AUTHORIZATIONFAILED] Logging in as another user is not supported")
-		}
-		return false, ss.writef(cmd.tag, " BAD Malformed PLAIN response")
-	}
-	return ss.login(cmd.tag, user, pass, "plain")
 }
 
 func (ss *session) refusePrivacy(tag string) error {
@@ -293,7 +365,7 @@ func (ss *session) shutdown() {
 	ss.mu.Lock()
 	ss.closing = true
 	routed := ss.upConn != nil
-	w, c := ss.w, ss.conn
+	c := ss.conn
 	ss.mu.Unlock()
 	if !routed {
 		// The front door notices between commands; a client that is silent
@@ -301,7 +373,16 @@ func (ss *session) shutdown() {
 		c.SetReadDeadline(time.Now())
 		return
 	}
-	w.writeLineThen([]byte("* BYE Server shutting down\r\n"), ss.closeConns)
+	ss.endWith("* BYE Server shutting down\r\n")
+}
+
+// endWith ends a routed session with bye, written between two responses.
+func (ss *session) endWith(bye string) {
+	ss.mu.Lock()
+	ss.closing = true
+	w := ss.w
+	ss.mu.Unlock()
+	w.writeLineThen([]byte(bye), ss.closeConns)
 }
 
 // forceClose ends the session now.

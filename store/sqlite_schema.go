@@ -95,6 +95,13 @@ CREATE TABLE events (
 CREATE INDEX events_time ON events (time, id);
 CREATE INDEX events_username_time ON events (username, time, id);
 `,
+	// 2: small named values of the proxy's own (the server key check).
+	`
+CREATE TABLE meta (
+	name  TEXT PRIMARY KEY,
+	value BLOB NOT NULL
+) STRICT;
+`,
 }
 
 // migrateSQLite brings the schema of db up to date in one IMMEDIATE

@@ -149,5 +149,10 @@ type Store interface {
 	Events(ctx context.Context, user string, limit int) ([]Event, error)
 
 	// Close releases the store; it must be called once, when done.
+	// Meta values: small named values of the proxy's own, such as the
+	// sealed check value that tells a wrong server key at start-up.
+	GetMeta(ctx context.Context, name string) ([]byte, error) // ErrNotFound
+	PutMeta(ctx context.Context, name string, value []byte) error
+
 	Close() error
 }

@@ -290,3 +290,24 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestMeta(t *testing.T) {
+	for _, impl := range implementations(t) {
+		t.Run(impl.name, func(t *testing.T) {
+			st := impl.open(t)
+			ctx := context.Background()
+			if _, err := st.GetMeta(ctx, "key-check"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("GetMeta of nothing: %v", err)
+			}
+			for _, v := range []string{"one", "two"} {
+				if err := st.PutMeta(ctx, "key-check", []byte(v)); err != nil {
+					t.Fatal(err)
+				}
+				got, err := st.GetMeta(ctx, "key-check")
+				if err != nil || string(got) != v {
+					t.Fatalf("GetMeta = %q, %v; want %q", got, err, v)
+				}
+			}
+		})
+	}
+}

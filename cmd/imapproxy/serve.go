@@ -71,6 +71,7 @@ type instance struct {
 	log   *slog.Logger
 	proxy *proxy.Server
 	certs *proxy.CertStore
+	state *state
 	admin *http.Server
 	// adminAddr is the admin endpoint's bound address (nil: none).
 	adminAddr net.Addr
@@ -90,19 +91,56 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		}
 		in.certs = certs
 	}
-	rt := router.New(cfg)
-	srv, err := proxy.New(proxy.Options{
-		Config:  cfg,
-		Auth:    auth.NewAuthenticator(cfg.Users, rt.VerifiedByUpstream),
-		Router:  rt,
-		Certs:   in.certs,
-		Logger:  logger,
-		Metrics: proxy.NewMetrics(reg),
-	})
+	st, err := openState(context.Background(), cfg)
 	if err != nil {
 		return nil, err
 	}
+	in.state = st
+	var oauth *auth.OAuthVerifier
+	if cfg.OAuth.Enabled() {
+		oauth, err = auth.NewOAuthVerifier(auth.OAuthOptions{
+			Issuer: cfg.OAuth.Issuer, Audience: cfg.OAuth.Audience,
+			JWKSURL: cfg.OAuth.JWKSURL, UserClaim: cfg.OAuth.UserClaim,
+		})
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("[oauth]: %w", err)
+		}
+	}
+	rt := router.New(cfg)
+	authenticator := auth.NewAuthenticator(auth.Options{
+		Users:            cfg.Users,
+		Store:            st.store,
+		Sealer:           st.sealer,
+		OAuth:            oauth,
+		UpstreamVerifies: rt.VerifiedByUpstream,
+		Policy: func(login string) auth.Policy {
+			req, grace := rt.Policy(login)
+			return auth.Policy{Require2FA: req, TOTPGrace: grace.D()}
+		},
+		TOTPGrace:        cfg.Auth.TOTPGrace.D(),
+		LockoutThreshold: cfg.Auth.LockoutThreshold,
+		LockoutWindow:    cfg.Auth.LockoutWindow.D(),
+		DelayBase:        cfg.Limits.AuthDelay.D(),
+		DelayMax:         cfg.Limits.MaxAuthDelay.D(),
+		OnStoreError:     func(err error) { logger.Warn("state store", "err", err) },
+	})
+	srv, err := proxy.New(proxy.Options{
+		Config:       cfg,
+		Auth:         authenticator,
+		Router:       rt,
+		Certs:        in.certs,
+		Logger:       logger,
+		Metrics:      proxy.NewMetrics(reg),
+		BearerTokens: oauth != nil,
+		Revoked:      st.store.RevokedAppPasswords,
+	})
+	if err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := srv.Listen(); err != nil {
+		st.close()
 		return nil, err
 	}
 	in.proxy = srv
@@ -110,6 +148,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		ln, err := net.Listen("tcp", cfg.Admin.Address)
 		if err != nil {
 			srv.Shutdown(context.Background())
+			st.close()
 			return nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)
 		}
 		mux := http.NewServeMux()
@@ -154,6 +193,7 @@ func (in *instance) shutdown(ctx context.Context) {
 		in.log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
 	<-in.done
+	in.state.close()
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

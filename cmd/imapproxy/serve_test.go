@@ -35,6 +35,7 @@ func TestServeAdminAndCertReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgText := fmt.Sprintf(`
+state_dir = %q
 [tls]
 cert_file = %q
 key_file = %q
@@ -50,7 +51,7 @@ tls = "none"
 [[route]]
 match = "*"
 upstream = "mem"
-`, certFile, keyFile, up.Addr().String())
+`, dir, certFile, keyFile, up.Addr().String())
 	path := filepath.Join(dir, "config.toml")
 	os.WriteFile(path, []byte(cfgText), 0o600)
 	cfg, err := config.Load(path)
