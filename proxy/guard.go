@@ -32,6 +32,10 @@ const guardHoldMax = 64 << 10
 // guardHead is how much of a command's first line the guard needs to decide.
 const guardHead = 512
 
+// guardIdleBuf is the guard's read buffer while the client is quiet; it
+// grows for long lines and large literals, and shrinks back when empty.
+const guardIdleBuf = 1 << 10
+
 // guardPolicy is what the guard knows of the upstream session.
 type guardPolicy struct {
 	literalPlus   bool // the upstream accepts "{n+}"
@@ -124,12 +128,14 @@ type guard struct {
 	idling      bool
 	passthrough bool
 	deadlineSet time.Time
+	lastRead    int  // bytes of the last read
+	busy        bool // the last read filled the buffer
 }
 
 // run forwards the client's stream until either side fails. initial holds
 // bytes the front door had already read.
 func (g *guard) run(ctx context.Context, initial []byte) error {
-	g.buf = make([]byte, max(4096, len(initial)))
+	g.buf = make([]byte, max(guardIdleBuf, len(initial)))
 	g.e = copy(g.buf, initial)
 	if g.e > 0 {
 		if err := g.process(ctx); err != nil {
@@ -142,8 +148,11 @@ func (g *guard) run(ctx context.Context, initial []byte) error {
 			g.deadlineSet = time.Now()
 			g.down.SetReadDeadline(g.deadlineSet.Add(g.idleTimeout))
 		}
+		space := len(g.buf) - g.e
 		n, err := g.down.Read(g.buf[g.e:])
 		g.e += n
+		g.lastRead = n
+		g.busy = n == space // more may be waiting: read in larger pieces
 		if n > 0 {
 			if perr := g.process(ctx); perr != nil {
 				return perr
@@ -160,8 +169,11 @@ func (g *guard) run(ctx context.Context, initial []byte) error {
 func (g *guard) makeRoom() {
 	if g.r == g.e {
 		g.r, g.e = 0, 0
-		if len(g.buf) > 4096 {
-			g.buf = make([]byte, 4096)
+		switch {
+		case g.busy && len(g.buf) < largeRelayBuf:
+			g.buf = make([]byte, largeRelayBuf)
+		case !g.busy && g.lastRead < guardIdleBuf/2 && len(g.buf) > guardIdleBuf:
+			g.buf = make([]byte, guardIdleBuf)
 		}
 		return
 	}

@@ -53,11 +53,26 @@ func (s *Server) acceptLoop(l *listener) {
 	}
 }
 
-// handleConn owns one client connection from accept to close.
+// handleConn owns one client connection from accept to login. A routed
+// session is then handed to a fresh goroutine, which owns it to the end:
+// this one's stack grew during the TLS handshake and the login, and an
+// idle routed session should not keep that memory.
 func (s *Server) handleConn(l *listener, c net.Conn) {
-	defer s.wg.Done()
-	defer recoverGoroutine("connection")
-	defer c.Close()
+	var cleanup []func() // run in reverse order when the connection ends
+	finish := func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+		s.wg.Done()
+	}
+	handedOff := false
+	defer func() {
+		recoverGoroutine("connection")
+		if !handedOff {
+			finish()
+		}
+	}()
+	cleanup = append(cleanup, func() { c.Close() })
 	s.metrics.Connections.WithLabelValues(l.cfg.Address).Inc()
 
 	// Only trusted peers' headers are read. IMAP servers speak first, so
@@ -98,17 +113,26 @@ func (s *Server) handleConn(l *listener, c net.Conn) {
 		c.Write([]byte("* BYE [UNAVAILABLE] Too many connections, try again later\r\n"))
 		return
 	}
-	defer s.release(remote.Addr())
+	cleanup = append(cleanup, func() { s.release(remote.Addr()) })
 	s.metrics.ActiveConns.Inc()
-	defer s.metrics.ActiveConns.Dec()
+	cleanup = append(cleanup, s.metrics.ActiveConns.Dec)
 
 	ss := newSession(s, l, c, remote, local, isTLS)
 	if !s.register(ss) {
 		c.Write([]byte("* BYE [UNAVAILABLE] Server shutting down\r\n"))
 		return
 	}
-	defer s.unregister(ss)
-	ss.serve()
+	cleanup = append(cleanup, func() { s.unregister(ss) })
+	relay := ss.serve()
+	if relay == nil {
+		return
+	}
+	handedOff = true
+	go func() {
+		defer finish()
+		defer recoverGoroutine("session")
+		relay()
+	}()
 }
 
 // addrPort converts a net.Addr of a TCP connection.

@@ -98,7 +98,7 @@ func (ss *session) loginFailed(tag string, cr auth.Credentials, fail *loginFailu
 }
 
 // startRoute plans the session of an authenticated identity, logs in to
-// its upstream and, on success, runs the relay to its end (routed = true).
+// its upstream and, on success, prepares the relay (routed = true).
 func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentials, id auth.Identity) (bool, *loginFailure) {
 	srv := ss.srv
 	var plan router.Plan

@@ -12,7 +12,7 @@ import (
 // Relay buffers: a small one per direction while a session is quiet, a
 // pooled large one while data flows, so that idle sessions stay small.
 const (
-	smallRelayBuf = 4 << 10
+	smallRelayBuf = 1 << 10
 	largeRelayBuf = 32 << 10
 )
 
@@ -88,8 +88,27 @@ func (rs *relaySession) upstreamToDownstream(initial []byte) error {
 			buf = *large
 		}
 		n, err := rs.up.Read(buf)
+		lb, atEnd := -1, false
 		if n > 0 {
-			lb, atEnd := rs.scanner.scan(buf[:n])
+			lb, atEnd = rs.scanner.scan(buf[:n])
+		}
+		// Inside a literal whose rest is on its way, read on while the
+		// buffer has room: one write to the client instead of one per
+		// upstream record. This never waits for nothing: the upstream owes
+		// the rest of the literal.
+		for err == nil && large != nil && rs.scanner.literal > 0 && n < len(buf)-4096 {
+			var m int
+			m, err = rs.up.Read(buf[n:])
+			if m > 0 {
+				l, e := rs.scanner.scan(buf[n : n+m])
+				if l >= 0 {
+					lb = n + l
+				}
+				atEnd = e
+				n += m
+			}
+		}
+		if n > 0 {
 			if werr := rs.w.relay(buf[:n], lb, atEnd); werr != nil {
 				return werr
 			}

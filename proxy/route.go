@@ -39,7 +39,8 @@ func routeCapabilities(upCaps []string, readOnly bool) ([]string, guardPolicy) {
 	return caps, p
 }
 
-// runRoute answers the client's login and relays the session until it ends.
+// runRoute answers the client's login and prepares the relay, which the
+// caller runs on a goroutine of its own (ss.relay).
 func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string, id auth.Identity) {
 	srv := ss.srv
 	caps, policy := routeCapabilities(uc.Capabilities(), id.ReadOnly)
@@ -64,9 +65,6 @@ func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string, 
 	if err := ss.writef(tag, " OK [CAPABILITY ", strings.Join(caps, " "), "] Logged in"); err != nil {
 		return
 	}
-	active := srv.metrics.ActiveSessions.WithLabelValues("route")
-	active.Inc()
-	defer active.Dec()
 	toUp := srv.metrics.RelayedBytes.WithLabelValues(upstreamName, "to_upstream")
 	toDown := srv.metrics.RelayedBytes.WithLabelValues(upstreamName, "to_client")
 
@@ -103,13 +101,20 @@ func (ss *session) runRoute(tag string, uc *upstream.Conn, upstreamName string, 
 		scanner:   scanner,
 		onUpBytes: func(n int) { toDown.Add(float64(n)) },
 	}
-	err := rs.run(ss.ctx, downInitial, upInitial)
-	switch {
-	case isTimeout(err):
-		ss.log.Info("session idle timeout")
-	case err != nil && !isClosedErr(err) && !ss.isClosing():
-		ss.log.Info("session ended", "err", err)
-	default:
-		ss.log.Debug("session ended")
+	ss.relay = func() {
+		defer ss.cancel()
+		defer ss.closeConns()
+		active := srv.metrics.ActiveSessions.WithLabelValues("route")
+		active.Inc()
+		defer active.Dec()
+		err := rs.run(ss.ctx, downInitial, upInitial)
+		switch {
+		case isTimeout(err):
+			ss.log.Info("session idle timeout")
+		case err != nil && !isClosedErr(err) && !ss.isClosing():
+			ss.log.Info("session ended", "err", err)
+		default:
+			ss.log.Debug("session ended")
+		}
 	}
 }

@@ -152,7 +152,12 @@ func UpstreamOptions(u config.Upstream) (upstream.Options, error) {
 		o.TLS = upstream.TLSImplicit
 	}
 	if o.TLS != upstream.TLSNone {
-		tc := &tls.Config{ServerName: u.ServerName, InsecureSkipVerify: u.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		tc := &tls.Config{
+			ServerName: u.ServerName, InsecureSkipVerify: u.InsecureSkipVerify, MinVersion: tls.VersionTLS12,
+			// Resumed sessions skip the certificate exchange and its checks
+			// on most logins.
+			ClientSessionCache: tls.NewLRUClientSessionCache(1024),
+		}
 		if tc.ServerName == "" {
 			host, _, err := net.SplitHostPort(u.Address)
 			if err != nil {

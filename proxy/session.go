@@ -35,6 +35,9 @@ type session struct {
 	cr       *commandReader
 	w        *downstreamWriter
 	failures int
+	// relay, set by a successful login, runs the rest of the session on
+	// the goroutine that takes it over.
+	relay func()
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -105,11 +108,15 @@ func (ss *session) capabilities() string {
 }
 
 // serve runs the front door until login hands over or the client leaves.
-func (ss *session) serve() {
-	defer ss.cancel()
-	defer ss.closeConns()
+func (ss *session) serve() (relay func()) {
+	defer func() {
+		if relay == nil {
+			ss.cancel()
+			ss.closeConns()
+		}
+	}()
 	if err := ss.writef("* OK [CAPABILITY ", ss.capabilities(), "] imapproxy ready"); err != nil {
-		return
+		return nil
 	}
 	for {
 		ss.conn.SetReadDeadline(deadline(ss.srv.cfg.Limits.PreAuthTimeout.D()))
@@ -123,10 +130,10 @@ func (ss *session) serve() {
 				}
 				if pe.fatal {
 					ss.writef("* BYE ", code, pe.text)
-					return
+					return nil
 				}
 				if ss.writef(pe.tag, " BAD ", code, pe.text) != nil {
-					return
+					return nil
 				}
 				continue
 			}
@@ -137,15 +144,18 @@ func (ss *session) serve() {
 			} else if !isClosedErr(err) {
 				ss.log.Debug("read failed", "err", err)
 			}
-			return
+			return nil
 		}
 		done, err := ss.dispatch(cmd)
+		if ss.relay != nil {
+			return ss.relay
+		}
 		if err != nil || done {
-			return
+			return nil
 		}
 		if ss.isClosing() {
 			ss.writef("* BYE Server shutting down")
-			return
+			return nil
 		}
 	}
 }

@@ -26,6 +26,7 @@ type downstreamWriter struct {
 	pending    [][]byte
 	afterFlush func() // called once the pending lines are written
 	err        error
+	armed      time.Time // when the write deadline was last set
 }
 
 func newDownstreamWriter(conn net.Conn, timeout time.Duration) *downstreamWriter {
@@ -37,7 +38,12 @@ func (w *downstreamWriter) writeLocked(b []byte) error {
 		return w.err
 	}
 	if w.timeout > 0 {
-		w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+		// Moving the deadline costs a timer update per write; at most once
+		// a second is enough to bound a client that stopped reading.
+		if now := time.Now(); now.Sub(w.armed) > time.Second {
+			w.armed = now
+			w.conn.SetWriteDeadline(now.Add(w.timeout))
+		}
 	}
 	_, err := w.conn.Write(b)
 	if err != nil {
