@@ -10,6 +10,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"imapproxy/config"
+	"imapproxy/internal/readahead"
 )
 
 // listener is one bound [[listen]] address.
@@ -74,6 +75,7 @@ func (s *Server) handleConn(l *listener, c net.Conn) {
 	}()
 	cleanup = append(cleanup, func() { c.Close() })
 	s.metrics.Connections.WithLabelValues(l.cfg.Address).Inc()
+	c = readahead.Wrap(c)
 
 	// Only trusted peers' headers are read. IMAP servers speak first, so
 	// waiting to see whether anyone else sends a header would delay every

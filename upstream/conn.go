@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"imapproxy/internal/readahead"
 )
 
 // TLSMode says how the connection to the upstream is secured.
@@ -176,6 +178,9 @@ func (c *Conn) connect(ctx context.Context) error {
 		}
 		return &Error{Upstream: c.opts.Name, Op: "dial", Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 	}
+	// Relayed bulk data arrives in many small TLS records; reading ahead
+	// takes them in one system call (and holds no buffer while idle).
+	raw = readahead.Wrap(raw)
 	c.raw, c.conn = raw, raw
 	c.br = bufio.NewReader(raw)
 	if c.opts.TLS != TLSImplicit {
@@ -192,7 +197,7 @@ func (c *Conn) connect(ctx context.Context) error {
 // buffered in cleartext would be an injection (they were not protected by
 // TLS), so they are refused.
 func (c *Conn) handshake(ctx context.Context) error {
-	if c.br.Buffered() > 0 {
+	if ra, ok := c.raw.(*readahead.Conn); c.br.Buffered() > 0 || ok && ra.Buffered() > 0 {
 		return protocolError("cleartext data after STARTTLS response")
 	}
 	cfg := &tls.Config{}
