@@ -236,7 +236,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 					return Identity{}, fmt.Errorf("auth: record TOTP use: %w", err)
 				}
 				if !fresh {
-					return Identity{}, fmt.Errorf("%w: TOTP code already used", ErrInvalidCredentials)
+					// Clients resend what the user typed for every further
+					// connection: within the grace window from the same
+					// address that is no replay.
+					ok, err := a.inGrace(ctx, acct.name, c.Remote, grace, now)
+					if err != nil {
+						return Identity{}, err
+					}
+					if !ok {
+						return Identity{}, fmt.Errorf("%w: TOTP code already used", ErrInvalidCredentials)
+					}
+					return a.checkPassword(acct, cand.Password, "grace")
 				}
 				id.codeUsed, id.grace = true, grace
 				return id, nil
@@ -244,19 +254,28 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 			return Identity{}, ErrInvalidCredentials
 		}
 	}
-	if grace > 0 && c.Remote.IsValid() {
-		until, err := a.opts.Store.TOTPGraceUntil(ctx, Key(acct.name), c.Remote)
-		if err != nil {
-			return Identity{}, fmt.Errorf("auth: read TOTP grace: %w", err)
-		}
-		if now.Before(until) {
-			return a.checkPassword(acct, c.Password, "grace")
-		}
+	if ok, err := a.inGrace(ctx, acct.name, c.Remote, grace, now); err != nil {
+		return Identity{}, err
+	} else if ok {
+		return a.checkPassword(acct, c.Password, "grace")
 	}
 	if len(cands) > 0 {
 		return Identity{}, fmt.Errorf("%w: wrong TOTP code or password", ErrInvalidCredentials)
 	}
 	return Identity{}, ErrCodeRequired
+}
+
+// inGrace reports whether user logged in with a code from ip within the
+// grace window.
+func (a *Authenticator) inGrace(ctx context.Context, user string, ip netip.Addr, grace time.Duration, now time.Time) (bool, error) {
+	if grace <= 0 || !ip.IsValid() {
+		return false, nil
+	}
+	until, err := a.opts.Store.TOTPGraceUntil(ctx, Key(user), ip)
+	if err != nil {
+		return false, fmt.Errorf("auth: read TOTP grace: %w", err)
+	}
+	return now.Before(until), nil
 }
 
 // checkPassword finishes a login with password pw: the proxy checks it

@@ -122,6 +122,11 @@ func TestTOTPFlow(t *testing.T) {
 	if _, err := e.login("alice", "alice-pw"+code, ipB); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("replayed code accepted: %v", err)
 	}
+	// The same password+code again from the same address, within the
+	// grace window: a client opening another connection, not a replay.
+	if id, err := e.login("alice", "alice-pw"+code, ipA); err != nil || id.Method != MethodGrace || id.Password != "alice-pw" {
+		t.Fatalf("resent within grace: %+v, %v", id, err)
+	}
 	// From the first address, within the grace window: no code needed.
 	e.now = e.now.Add(5 * time.Minute)
 	if id, err := e.login("alice", "alice-pw", ipA); err != nil || id.Method != MethodGrace {
