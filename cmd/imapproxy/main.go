@@ -36,6 +36,10 @@ func init() {
 		{"check-config", "validate a config file and print a summary", runCheckConfig},
 		{"hash-password", "read a password on stdin and print its argon2id hash", runHashPassword},
 		{"demo", "serve a demo account over built-in upstream servers", runDemo},
+		{"keygen", "print a new server key for [secrets] key", runKeygen},
+		{"user", "manage store users, their passwords and TOTP", runUser},
+		{"app-password", "add, list and revoke app passwords", runAppPassword},
+		{"audit", "show the last audit events", runAudit},
 		{"version", "print the version", runVersion},
 	}
 }
