@@ -128,6 +128,11 @@ type Upstream struct {
 	SendClientIP   bool     `toml:"send_client_ip"`
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	CommandTimeout Duration `toml:"command_timeout"`
+	// PreparedConnections keeps this many connections dialed, secured and
+	// greeted ahead of logins, so that a login waits only for LOGIN itself.
+	// 0: dial at login. They are replaced after PreparedMaxIdle.
+	PreparedConnections int      `toml:"prepared_connections"`
+	PreparedMaxIdle     Duration `toml:"prepared_max_idle"`
 }
 
 // User is a user listed in the config file.

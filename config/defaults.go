@@ -22,9 +22,10 @@ const (
 	DefaultMaxAuthDelay        = 30 * time.Second
 	DefaultShutdownGrace       = 10 * time.Second
 
-	DefaultUpstreamTLS    = TLSImplicit
-	DefaultConnectTimeout = 10 * time.Second
-	DefaultCommandTimeout = 60 * time.Second
+	DefaultUpstreamTLS     = TLSImplicit
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultCommandTimeout  = 60 * time.Second
+	DefaultPreparedMaxIdle = 30 * time.Second
 
 	DefaultLockoutThreshold = 10
 	DefaultLockoutWindow    = 15 * time.Minute
@@ -75,6 +76,7 @@ func (c *Config) ApplyDefaults() {
 		}
 		setDuration(&u.ConnectTimeout, DefaultConnectTimeout)
 		setDuration(&u.CommandTimeout, DefaultCommandTimeout)
+		setDuration(&u.PreparedMaxIdle, DefaultPreparedMaxIdle)
 	}
 	for i := range c.Users {
 		u := &c.Users[i]

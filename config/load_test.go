@@ -189,7 +189,7 @@ func TestDefaults(t *testing.T) {
 			ShutdownGrace: Duration(10 * time.Second),
 		},
 		Upstreams: []Upstream{{Name: "a", Address: "imap.example.com:993", TLS: TLSImplicit,
-			ConnectTimeout: Duration(10 * time.Second), CommandTimeout: Duration(60 * time.Second)}},
+			ConnectTimeout: Duration(10 * time.Second), CommandTimeout: Duration(60 * time.Second), PreparedMaxIdle: Duration(30 * time.Second)}},
 		Users:  []User{{Name: "u", Mode: ModeRoute, Upstream: "a", UpstreamUser: "u", UpstreamPassword: pass}},
 		Routes: []Route{{Match: "*", Upstream: "a", Username: "{user}", Password: pass, Verify: VerifyUpstream}},
 		Auth:   AuthPolicy{LockoutThreshold: 10, LockoutWindow: Duration(15 * time.Minute), TOTPIssuer: "imapproxy"},

@@ -225,6 +225,9 @@ func (v *validator) upstreamList() {
 		if u.TLS == TLSNone && u.CAFile != "" {
 			v.addf(at.with("ca_file"), `is set but tls is "none"`)
 		}
+		if u.PreparedConnections < 0 || u.PreparedConnections > 100 {
+			v.addf(at.with("prepared_connections"), "%d is not between 0 and 100", u.PreparedConnections)
+		}
 	}
 }
 

@@ -121,7 +121,7 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 		ss.log.Error("unsupported mode", "user", id.User, "mode", plan.Mode)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "This account's mode is not available", reason: "unsupported mode"}
 	}
-	opts, ok := srv.upstreams[plan.Upstream]
+	pool, ok := srv.upstreams[plan.Upstream]
 	if !ok {
 		ss.log.Error("unknown upstream in plan", "user", id.User, "upstream", plan.Upstream)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "No server is configured for this account", reason: "unknown upstream"}
@@ -135,13 +135,8 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 		return false, &loginFailure{code: "UNAVAILABLE", text: "The account's server is unavailable", reason: "upstream secret"}
 	}
 	start := time.Now()
-	uc, err := upstream.Dial(ctx, opts, upstream.ClientInfo{Remote: ss.remote, Local: ss.local})
-	if err == nil {
-		err = uc.Login(ctx, upstream.Credentials{Username: plan.UpstreamUser, Password: secret, XOAUTH2: xoauth2})
-		if err != nil {
-			uc.Close()
-		}
-	}
+	uc, err := pool.Login(ctx, upstream.ClientInfo{Remote: ss.remote, Local: ss.local},
+		upstream.Credentials{Username: plan.UpstreamUser, Password: secret, XOAUTH2: xoauth2})
 	if err != nil {
 		kind := "unavailable"
 		if errors.Is(err, upstream.ErrAuthFailed) {

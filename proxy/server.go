@@ -70,7 +70,7 @@ type Server struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	tlsConfig *tls.Config
-	upstreams map[string]upstream.Options
+	upstreams map[string]*upstream.Pool
 
 	listeners []*listener
 
@@ -99,7 +99,7 @@ func New(opts Options) (*Server, error) {
 		metrics:   opts.Metrics,
 		perIP:     make(map[netip.Addr]int),
 		sessions:  make(map[*session]struct{}),
-		upstreams: make(map[string]upstream.Options),
+		upstreams: make(map[string]*upstream.Pool),
 		stopped:   make(chan struct{}),
 	}
 	if s.log == nil {
@@ -128,7 +128,9 @@ func New(opts Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.upstreams[u.Name] = o
+		s.upstreams[u.Name] = upstream.NewPool(o, upstream.PoolOptions{
+			Size: u.PreparedConnections, MaxIdle: u.PreparedMaxIdle.D(),
+		})
 	}
 	return s, nil
 }
@@ -206,6 +208,9 @@ func (s *Server) Addrs() []net.Addr {
 // Serve accepts connections until Shutdown. It returns when the accept
 // loops have stopped; sessions may still be running until Shutdown returns.
 func (s *Server) Serve() {
+	for _, p := range s.upstreams {
+		p.Start()
+	}
 	var wg sync.WaitGroup
 	if s.revoked != nil {
 		wg.Add(1)
@@ -252,6 +257,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.wg.Wait()
 		close(done)
+	}()
+	defer func() {
+		for _, p := range s.upstreams {
+			p.Close()
+		}
 	}()
 	select {
 	case <-done:

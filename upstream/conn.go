@@ -152,10 +152,8 @@ func Dial(ctx context.Context, opts Options, client ClientInfo) (*Conn, error) {
 			return nil, err
 		}
 	}
-	if opts.SendClientIP && client.Remote.IsValid() && hasCap(c.caps, "ID") {
-		if err := c.step(ctx, "id", opts.CommandTimeout, func() error { return c.sendID(client) }); err != nil {
-			return nil, err
-		}
+	if err := c.identify(ctx, client); err != nil {
+		return nil, err
 	}
 	ok = true
 	return c, nil
@@ -436,6 +434,15 @@ func (c *Conn) capability(ctx context.Context) error {
 
 // sendID tells the upstream the client's address. Refusals are ignored:
 // the ID is a courtesy for the upstream's logs and lockouts.
+// identify sends ID with the client's addresses when the options say so
+// and the upstream offers ID.
+func (c *Conn) identify(ctx context.Context, client ClientInfo) error {
+	if !c.opts.SendClientIP || !client.Remote.IsValid() || !hasCap(c.caps, "ID") {
+		return nil
+	}
+	return c.step(ctx, "id", c.opts.CommandTimeout, func() error { return c.sendID(client) })
+}
+
 func (c *Conn) sendID(client ClientInfo) error {
 	tag := c.nextTag()
 	b := []byte(tag + ` ID ("x-originating-ip" "` + addrString(client.Remote.Addr()) +
