@@ -106,7 +106,11 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c Credentials) (I
 // records app password use and writes the audit event.
 func (a *Authenticator) Succeeded(ctx context.Context, id Identity, remote netip.Addr, mechanism string) {
 	now := a.opts.Now()
-	a.throttle.Success(id.User, remote)
+	// A read is cheaper than a write to the store; most logins have no
+	// failures to clear.
+	if a.throttle.Failures(id.User, netip.Addr{}) > 0 {
+		a.throttle.Success(id.User, remote)
+	}
 	if a.opts.Store == nil {
 		return
 	}

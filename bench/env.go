@@ -258,16 +258,19 @@ max_connections = 20000
 max_connections_per_ip = 20000
 shutdown_grace = "1s"
 
+# Prepared connections: a login waits only for Dovecot's answer to LOGIN.
 [[upstream]]
 name = "dovecot-tls"
 address = %q
 tls = "implicit"
 ca_file = %q
+prepared_connections = 4
 
 [[upstream]]
 name = "dovecot-plain"
 address = %q
 tls = "none"
+prepared_connections = 4
 
 # No password_hash: Dovecot checks the password the client gives.
 [[user]]

@@ -152,7 +152,6 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 		return false, &loginFailure{code: "UNAVAILABLE", text: "The account's server is unavailable, try again later", reason: "upstream " + kind}
 	}
 	srv.metrics.UpstreamDial.WithLabelValues(plan.Upstream).Observe(time.Since(start).Seconds())
-	srv.auth.Succeeded(ss.ctx, id, ss.remote.Addr(), cr.Mechanism)
 	srv.metrics.Logins.WithLabelValues("ok").Inc()
 	ss.log = ss.log.With("user", id.User, "upstream", plan.Upstream)
 	attrs := []any{"method", id.Method, "mechanism", cr.Mechanism}
@@ -161,5 +160,8 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 	}
 	ss.log.Info("login", attrs...)
 	ss.runRoute(tag, uc, plan.Upstream, id)
+	// Recorded after the client has its OK: the store's writes are not
+	// part of the login's latency.
+	srv.auth.Succeeded(ss.ctx, id, ss.remote.Addr(), cr.Mechanism)
 	return true, nil
 }

@@ -67,7 +67,7 @@ func newSession(s *Server, l *listener, c net.Conn, remote, local netip.AddrPort
 // setConn (re)builds the reader and writer over c (after STARTTLS).
 func (ss *session) setConn(c net.Conn) {
 	ss.conn = c
-	ss.br = bufio.NewReaderSize(c, 4096)
+	ss.br = bufio.NewReaderSize(c, 1024) // long lines are read in pieces
 	ss.w = newDownstreamWriter(c, 30*time.Second)
 	lim := ss.srv.cfg.Limits
 	ss.cr = &commandReader{

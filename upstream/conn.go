@@ -180,7 +180,7 @@ func (c *Conn) connect(ctx context.Context) error {
 	// takes them in one system call (and holds no buffer while idle).
 	raw = readahead.Wrap(raw)
 	c.raw, c.conn = raw, raw
-	c.br = bufio.NewReader(raw)
+	c.br = bufio.NewReaderSize(raw, 1024)
 	if c.opts.TLS != TLSImplicit {
 		return nil
 	}
@@ -216,7 +216,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	c.mu.Lock() // Close may run concurrently
 	c.conn = tc
 	c.mu.Unlock()
-	c.br = bufio.NewReader(tc)
+	c.br = bufio.NewReaderSize(tc, 1024)
 	return nil
 }
 
