@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"imapproxy/store"
@@ -121,7 +122,7 @@ func (a *Authenticator) Succeeded(ctx context.Context, id Identity, remote netip
 		a.storeError(a.opts.Store.TouchAppPassword(ctx, id.AppPasswordID, now, remote))
 	}
 	a.storeError(a.opts.Store.AddEvent(ctx, store.Event{
-		Time: now, User: id.User, Kind: "login", Method: id.Method, Detail: id.AppPassword + mechanismDetail(mechanism), Remote: remote,
+		Time: now, User: id.User, Kind: "login", Method: id.Method, Detail: strings.TrimSpace(id.AppPassword + mechanismDetail(mechanism)), Remote: remote,
 	}))
 }
 

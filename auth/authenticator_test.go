@@ -221,9 +221,15 @@ func TestAppPasswords(t *testing.T) {
 	if _, err := e.login("alice", pw, ipA); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("revoked app password: %v", err)
 	}
-	// The app password gives no password to pass through.
-	if _, _, err := e.a.UpstreamSecret(ctx, config.Secret{Kind: config.SecretPassthrough}, id); err == nil {
-		t.Fatalf("passthrough of an app password login")
+	// The app password gives no password to pass through; the stored
+	// upstream password stands in when there is one.
+	if _, _, err := e.a.UpstreamSecret(ctx, config.Secret{Kind: config.SecretPassthrough}, id); !errors.Is(err, ErrNoPassthrough) {
+		t.Fatalf("passthrough of an app password login without a stored password: %v", err)
+	}
+	sealed, _ := e.sealer.Seal([]byte("alice-upstream"), UpstreamPasswordPurpose("alice"))
+	e.st.AddUser(ctx, store.User{Name: "alice", SealedUpstreamPassword: sealed})
+	if v, _, err := e.a.UpstreamSecret(ctx, config.Secret{Kind: config.SecretPassthrough}, id); err != nil || v != "alice-upstream" {
+		t.Fatalf("passthrough of an app password login with a stored password: %q, %v", v, err)
 	}
 }
 

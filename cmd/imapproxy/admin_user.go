@@ -288,6 +288,7 @@ func runUserUpstreamPassword(args []string, stdout, stderr io.Writer, stdin io.R
 	}
 	a.event(ctx, user, "upstream_password_stored", "")
 	fmt.Fprintf(stdout, "Stored the upstream password of %s (encrypted).\n", key)
-	fmt.Fprintln(stderr, `It is used where the user's [[user]] or [[route]] has upstream_password = "store" (password = "store" for a route).`)
+	fmt.Fprintln(stderr, `It is used where the user's [[user]] or [[route]] has upstream_password = "store" (password = "store" for a route), `+
+		`and for logins with an app password, which give no password of the user's own to pass through.`)
 	return 0
 }
