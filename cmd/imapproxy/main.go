@@ -9,6 +9,10 @@
 //	imapproxy hash-password           read a password on stdin, print its argon2id hash
 //	imapproxy demo                    run a self-contained demo
 //	imapproxy version
+//	imapproxy keygen                  make a server key for [secrets]
+//	imapproxy user ...                store users, TOTP enrolment, stored upstream passwords
+//	imapproxy app-password ...        add, list and revoke app passwords
+//	imapproxy audit [USER]            recent logins, failures and changes
 package main
 
 import (
