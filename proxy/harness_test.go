@@ -42,6 +42,7 @@ type testLogger struct {
 }
 
 func (l *testLogger) Write(p []byte) (int, error) {
+	runLogs.write(p)
 	l.mu.Lock()
 	l.sb.Write(p)
 	l.mu.Unlock()

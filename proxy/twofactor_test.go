@@ -240,6 +240,7 @@ func (c *textClient) command(tag, cmd string) []string {
 // that happens to contain the digits does not fail the test.
 func assertNoSecrets(t testing.TB, logs string, secrets ...string) {
 	t.Helper()
+	registerSecret(secrets...)
 	for _, s := range secrets {
 		if s == "" {
 			continue
