@@ -13,14 +13,14 @@ import (
 
 // Login methods, as recorded in Identity.Method, the log and the audit.
 const (
-	MethodPassword     = "password"       // the proxy checked a password hash
-	MethodPasswordTOTP = "password+totp"  // ... and a TOTP code
-	MethodGrace        = "password+grace" // ... within a TOTP grace window
-	MethodUpstream     = "upstream"       // the upstream is to check the password
-	MethodUpstreamTOTP = "upstream+totp"  // ... after the proxy checked a TOTP code
-	MethodUpstreamGrac = "upstream+grace" // ... within a TOTP grace window
-	MethodAppPassword  = "app_password"   // an app password
-	MethodOAuth        = "oauth"          // an OAuth bearer token
+	MethodPassword      = "password"       // the proxy checked a password hash
+	MethodPasswordTOTP  = "password+totp"  // ... and a TOTP code
+	MethodGrace         = "password+grace" // ... within a TOTP grace window
+	MethodUpstream      = "upstream"       // the upstream is to check the password
+	MethodUpstreamTOTP  = "upstream+totp"  // ... after the proxy checked a TOTP code
+	MethodUpstreamGrace = "upstream+grace" // ... within a TOTP grace window
+	MethodAppPassword   = "app_password"   // an app password
+	MethodOAuth         = "oauth"          // an OAuth bearer token
 )
 
 // More client-visible failures; each wraps ErrInvalidCredentials so that
@@ -288,7 +288,7 @@ func (a *Authenticator) checkPassword(acct account, pw, second string) (Identity
 	id := Identity{User: acct.name, Password: pw}
 	if acct.hash == "" {
 		id.UpstreamVerifies = true
-		id.Method = map[string]string{"": MethodUpstream, "totp": MethodUpstreamTOTP, "grace": MethodUpstreamGrac}[second]
+		id.Method = methodName(MethodUpstream, second)
 		return id, nil
 	}
 	ok, err := CheckPassword(acct.hash, pw)
@@ -299,8 +299,17 @@ func (a *Authenticator) checkPassword(acct account, pw, second string) (Identity
 		return Identity{}, ErrInvalidCredentials
 	}
 	id.ProxyKnown = true
-	id.Method = map[string]string{"": MethodPassword, "totp": MethodPasswordTOTP, "grace": MethodGrace}[second]
+	id.Method = methodName(MethodPassword, second)
 	return id, nil
+}
+
+// methodName is the Method for a first factor ("password" or "upstream")
+// and a second ("totp", "grace" or "").
+func methodName(first, second string) string {
+	if second == "" {
+		return first
+	}
+	return first + "+" + second
 }
 
 // totpSecret returns the user's confirmed TOTP secret, if enrolled.

@@ -143,7 +143,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// after is time.After for a context: it reports whether d passed.
+// sleepCtx waits d unless ctx ends first; it reports whether d passed.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
