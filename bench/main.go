@@ -29,7 +29,7 @@ import (
 )
 
 // benchNames are the benchmarks in the order they run.
-var benchNames = []string{"login", "select", "concurrent", "bulk", "rss", "burst"}
+var benchNames = []string{"login", "login2fa", "select", "concurrent", "bulk", "rss", "burst", "loginrate"}
 
 // options are the command-line settings.
 type options struct {
@@ -48,6 +48,12 @@ type options struct {
 	burst        int
 	burstTimeout time.Duration
 	burstRounds  int
+	login2faN    int
+	tfaUsers     int
+	argon2       argon2Params
+	rateClients  int
+	rateDur      time.Duration
+	rateRounds   int
 
 	quick    bool
 	markdown bool
@@ -78,12 +84,19 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.burst, "burst", 1000, "burst: clients connecting at once")
 	fs.DurationVar(&o.burstTimeout, "burst-timeout", 10*time.Second, "burst: time allowed for a greeting")
 	fs.IntVar(&o.burstRounds, "burst-rounds", 1, "burst: rounds per side")
+	fs.IntVar(&o.login2faN, "login2fa-n", 200, "login2fa: password+TOTP logins per side")
+	fs.IntVar(&o.tfaUsers, "tfa-users", 300, "login2fa, loginrate: TOTP users to enrol (each gives about 3 fresh codes, then one per 30 s)")
+	argon := fs.String("argon2", "m=19456,t=2,p=1", "login2fa, loginrate: argon2id parameters of the proxy users' password_hash")
+	fs.IntVar(&o.rateClients, "rate-clients", 50, "loginrate: concurrent clients")
+	fs.DurationVar(&o.rateDur, "rate-time", 10*time.Second, "loginrate: measuring time per side")
+	fs.IntVar(&o.rateRounds, "rate-rounds", 2, "loginrate: rounds the time per side is split into")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes everywhere (explicit flags still win)")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.StringVar(&o.proxyBin, "proxy-bin", "", "use this imapproxy binary instead of building ./cmd/imapproxy")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, configuration)")
 	fs.StringVar(&o.perfDir, "perf", "", "diagnostics: record a perf(1) profile of the proxy during each benchmark into this directory")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -93,20 +106,27 @@ func parseOptions(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"login-n":   func() { o.loginN = 30 },
-			"select-n":  func() { o.selectN = 50 },
-			"bulk-mb":   func() { o.bulkMB = 10 },
-			"conc-time": func() { o.concDur = time.Second },
-			"clients":   func() { o.concClients = 10 },
-			"sessions":  func() { o.sessions = 100 },
-			"settle":    func() { o.settle = 500 * time.Millisecond },
-			"burst":     func() { o.burst = 100 },
+			"login-n":      func() { o.loginN = 30 },
+			"select-n":     func() { o.selectN = 50 },
+			"bulk-mb":      func() { o.bulkMB = 10 },
+			"conc-time":    func() { o.concDur = time.Second },
+			"clients":      func() { o.concClients = 10 },
+			"sessions":     func() { o.sessions = 100 },
+			"settle":       func() { o.settle = 500 * time.Millisecond },
+			"burst":        func() { o.burst = 100 },
+			"login2fa-n":   func() { o.login2faN = 20 },
+			"tfa-users":    func() { o.tfaUsers = 60 },
+			"rate-clients": func() { o.rateClients = 10 },
+			"rate-time":    func() { o.rateDur = time.Second },
 		}
 		for name, f := range quick {
 			if !set[name] {
 				f()
 			}
 		}
+	}
+	if o.argon2, err = parseArgon2Params(*argon); err != nil {
+		return nil, err
 	}
 	if *only != "" {
 		o.only = map[string]bool{}
@@ -126,7 +146,8 @@ func parseOptions(args []string) (*options, error) {
 		}
 	}
 	if o.loginN < 1 || o.selectN < 1 || o.bulkMB < 1 || o.bulkMsgKB < 1 || o.bulkRounds < 1 ||
-		o.concClients < 1 || o.concRounds < 1 || o.sessions < 1 || o.burst < 1 || o.burstRounds < 1 {
+		o.concClients < 1 || o.concRounds < 1 || o.sessions < 1 || o.burst < 1 || o.burstRounds < 1 ||
+		o.login2faN < 1 || o.tfaUsers < 1 || o.rateClients < 1 || o.rateRounds < 1 {
 		return nil, fmt.Errorf("counts and sizes must be positive")
 	}
 	return o, nil
@@ -195,6 +216,8 @@ func run(o *options) int {
 		"bulk":       benchBulk,
 		"rss":        benchRSS,
 		"burst":      benchBurst,
+		"login2fa":   benchLogin2FA,
+		"loginrate":  benchLoginRate,
 	}
 	code := 0
 loop:
