@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
+	"sync/atomic"
 	"time"
 
 	"imapproxy/config"
@@ -62,6 +64,11 @@ type Options struct {
 	LockoutWindow    time.Duration
 	// Delays: the growing delay after failures.
 	DelayBase, DelayMax time.Duration
+	// MaxConcurrentHashes bounds the password hashes checked at once
+	// (default: GOMAXPROCS). Each argon2id check holds its memory cost (64
+	// MiB by default); without a bound, a burst of logins could take
+	// gigabytes, and with the cores busy more at once are no faster.
+	MaxConcurrentHashes int
 	// OnStoreError is told of store failures that do not stop a login
 	// (counting, audit); nil: ignored.
 	OnStoreError func(error)
@@ -75,6 +82,9 @@ type Authenticator struct {
 	opts     Options
 	users    map[string]config.User // by foldName(Name); first entry wins
 	throttle *Throttle
+	hashes   chan struct{} // one token per hash check under way
+	inHash   atomic.Int32  // checks under way, for tests
+	maxInUse atomic.Int32
 	// dummy is hashed for unknown logins so that they take as long as a
 	// known one. Tests replace it with a cheap hash.
 	dummy string
@@ -93,7 +103,11 @@ func NewAuthenticator(o Options) *Authenticator {
 	if o.LockoutWindow <= 0 {
 		o.LockoutWindow = DefaultThrottleWindow
 	}
-	a := &Authenticator{opts: o, users: make(map[string]config.User, len(o.Users)), dummy: dummyHash}
+	if o.MaxConcurrentHashes <= 0 {
+		o.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
+	}
+	a := &Authenticator{opts: o, users: make(map[string]config.User, len(o.Users)), dummy: dummyHash,
+		hashes: make(chan struct{}, o.MaxConcurrentHashes)}
 	for _, u := range o.Users {
 		k := foldName(u.Name)
 		if _, dup := a.users[k]; !dup {
@@ -195,7 +209,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 	}
 	if acct.kind == accountUnknown {
 		// The result does not matter, only the time spent.
-		_, _ = CheckPassword(a.dummy, c.Password)
+		_, _ = a.checkHash(ctx, a.dummy, c.Password)
 		return Identity{}, ErrInvalidCredentials
 	}
 	if id, ok, err := a.appPassword(ctx, acct, c); ok || err != nil {
@@ -214,7 +228,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 		if pol.Require2FA {
 			return Identity{}, ErrCodeRequired
 		}
-		return a.checkPassword(acct, c.Password, "")
+		return a.checkPassword(ctx, acct, c.Password, "")
 	}
 	now := a.opts.Now()
 	cands := SplitTOTP(c.Password)
@@ -224,7 +238,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 		// would be another login attempt there.
 		if step, ok := MatchTOTP(secret, cands[0].Code, now); ok {
 			for _, cand := range cands {
-				id, err := a.checkPassword(acct, cand.Password, "totp")
+				id, err := a.checkPassword(ctx, acct, cand.Password, "totp")
 				if errors.Is(err, ErrInvalidCredentials) {
 					continue
 				}
@@ -246,7 +260,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 					if !ok {
 						return Identity{}, fmt.Errorf("%w: TOTP code already used", ErrInvalidCredentials)
 					}
-					return a.checkPassword(acct, cand.Password, "grace")
+					return a.checkPassword(ctx, acct, cand.Password, "grace")
 				}
 				id.codeUsed, id.grace = true, grace
 				return id, nil
@@ -257,12 +271,28 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 	if ok, err := a.inGrace(ctx, acct.name, c.Remote, grace, now); err != nil {
 		return Identity{}, err
 	} else if ok {
-		return a.checkPassword(acct, c.Password, "grace")
+		return a.checkPassword(ctx, acct, c.Password, "grace")
 	}
 	if len(cands) > 0 {
 		return Identity{}, fmt.Errorf("%w: wrong TOTP code or password", ErrInvalidCredentials)
 	}
 	return Identity{}, ErrCodeRequired
+}
+
+// checkHash is CheckPassword with at most MaxConcurrentHashes at once;
+// waiting for a turn ends with ctx.
+func (a *Authenticator) checkHash(ctx context.Context, hash, pw string) (bool, error) {
+	select {
+	case a.hashes <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-a.hashes }()
+	n := a.inHash.Add(1)
+	defer a.inHash.Add(-1)
+	for m := a.maxInUse.Load(); n > m && !a.maxInUse.CompareAndSwap(m, n); m = a.maxInUse.Load() {
+	}
+	return CheckPassword(hash, pw)
 }
 
 // inGrace reports whether user logged in with a code from ip within the
@@ -281,7 +311,7 @@ func (a *Authenticator) inGrace(ctx context.Context, user string, ip netip.Addr,
 // checkPassword finishes a login with password pw: the proxy checks it
 // against the account's hash, or leaves it to the upstream. second is
 // "totp", "grace" or "" for the method name.
-func (a *Authenticator) checkPassword(acct account, pw, second string) (Identity, error) {
+func (a *Authenticator) checkPassword(ctx context.Context, acct account, pw, second string) (Identity, error) {
 	if pw == "" {
 		return Identity{}, ErrInvalidCredentials
 	}
@@ -291,7 +321,7 @@ func (a *Authenticator) checkPassword(acct account, pw, second string) (Identity
 		id.Method = methodName(MethodUpstream, second)
 		return id, nil
 	}
-	ok, err := CheckPassword(acct.hash, pw)
+	ok, err := a.checkHash(ctx, acct.hash, pw)
 	if err != nil {
 		return Identity{}, fmt.Errorf("auth: user %q: %w", acct.name, err)
 	}

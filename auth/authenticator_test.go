@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -274,5 +275,31 @@ func TestStoredUpstreamPassword(t *testing.T) {
 	e.open(Policy{}, 0)
 	if _, err := e.login("alice", "alice-pw"+e.code(), ipA); err == nil || errors.Is(err, ErrInvalidCredentials) || !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("TOTP with the wrong server key: %v", err)
+	}
+}
+
+// TestHashChecksAreBounded checks that no more than MaxConcurrentHashes
+// password hashes run at once, whatever the number of logins.
+func TestHashChecksAreBounded(t *testing.T) {
+	h := cheapHash(t, "pw")
+	a := NewAuthenticator(Options{Users: []config.User{{Name: "u", PasswordHash: h}}, MaxConcurrentHashes: 2})
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.Authenticate(context.Background(), Credentials{Username: "u", Password: "pw"})
+		}()
+	}
+	wg.Wait()
+	if m := a.maxInUse.Load(); m > 2 || m < 1 {
+		t.Fatalf("%d hash checks ran at once, want at most 2", m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	a.hashes <- struct{}{}
+	a.hashes <- struct{}{} // every slot taken
+	if _, err := a.Authenticate(ctx, Credentials{Username: "u", Password: "pw"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting for a slot did not end with the context: %v", err)
 	}
 }
