@@ -9,7 +9,7 @@ import (
 )
 
 // checkPasswordHash checks the form of an argon2id PHC string
-// ("$argon2id$v=19$m=65536,t=3,p=4$salt$hash") or a bcrypt hash
+// ("$argon2id$v=19$m=19456,t=2,p=1$salt$hash") or a bcrypt hash
 // ("$2b$12$..."). It checks the form only: nothing is hashed here. Messages
 // never repeat the salt or the hash.
 func checkPasswordHash(h string) error {
