@@ -144,7 +144,16 @@ func (g *guard) run(ctx context.Context, initial []byte) error {
 	}
 	for {
 		g.makeRoom()
-		if g.idleTimeout > 0 && time.Since(g.deadlineSet) > time.Second {
+		switch {
+		case g.idling:
+			// A client in IDLE is waiting for news, not idle: the autologout
+			// timer does not run (RFC 9051 section 5.4 lets the server keep
+			// it; TCP keepalive still finds dead clients).
+			if !g.deadlineSet.IsZero() {
+				g.deadlineSet = time.Time{}
+				g.down.SetReadDeadline(time.Time{})
+			}
+		case g.idleTimeout > 0 && time.Since(g.deadlineSet) > time.Second:
 			g.deadlineSet = time.Now()
 			g.down.SetReadDeadline(g.deadlineSet.Add(g.idleTimeout))
 		}

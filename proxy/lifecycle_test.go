@@ -85,6 +85,22 @@ func TestIdleTimeouts(t *testing.T) {
 	if lines := c.expectClosed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE Autologout") {
 		t.Fatalf("routed idle: %q", lines)
 	}
+
+	// A client in IDLE is not logged out while it waits.
+	c = dialText(t, p.addr, false)
+	c.line()
+	c.send("a LOGIN alice alicepw\r\nb SELECT INBOX\r\n")
+	c.until("b OK")
+	c.send("c IDLE\r\n")
+	if l := c.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("IDLE: %q", l)
+	}
+	time.Sleep(800 * time.Millisecond) // well past the idle timeout
+	c.send("DONE\r\n")
+	c.until("c OK")
+	if lines := c.expectClosed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE Autologout") {
+		t.Fatalf("idle after IDLE ended: %q", lines)
+	}
 }
 
 func TestUpstreamByeEndsSession(t *testing.T) {
