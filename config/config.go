@@ -106,7 +106,7 @@ type Limits struct {
 	MaxLineLength       int      `toml:"max_line_length"`        // bytes of one command line before login
 	MaxLiteralPreAuth   int      `toml:"max_literal_preauth"`    // bytes of one literal before login
 	PreAuthTimeout      Duration `toml:"preauth_timeout"`        // idle time allowed before login
-	IdleTimeout         Duration `toml:"idle_timeout"`           // idle time allowed after login (>= 30m)
+	IdleTimeout         Duration `toml:"idle_timeout"`           // idle time allowed after login (>= 30m; not while in IDLE)
 	MaxAuthFailures     int      `toml:"max_auth_failures"`      // failed logins before the connection is closed
 	AuthDelay           Duration `toml:"auth_delay"`             // first delay after a failed login
 	MaxAuthDelay        Duration `toml:"max_auth_delay"`         // ceiling of the growing delay
