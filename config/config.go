@@ -24,6 +24,7 @@ type Mode string
 // Session modes.
 const (
 	ModeRoute Mode = "route" // relay the session to one upstream
+	ModeMerge Mode = "merge" // serve several upstream accounts as one
 )
 
 // Verify says who checks a user's password.
@@ -155,6 +156,46 @@ type User struct {
 	Require2FA bool `toml:"require_2fa"`
 	// TOTPGrace overrides the listener's and [auth]'s grace for this user.
 	TOTPGrace Duration `toml:"totp_grace"`
+
+	// Accounts are the upstream accounts of a merge-mode user
+	// ([[user.account]]); route-mode users have none.
+	Accounts []Account `toml:"account"`
+	// UnifiedInbox makes the top-level INBOX of a merge user the union of
+	// all accounts' INBOXes (each account's own stays at "<prefix>/INBOX").
+	// Without it INBOX is the primary account's INBOX, or, when no account
+	// has the empty prefix, the first account's.
+	UnifiedInbox bool `toml:"unified_inbox"`
+	// UnifiedSpecialUse lists the special uses (RFC 6154: \Sent, \Drafts,
+	// \Trash, \Junk, \Archive) whose folders are unified across accounts
+	// into one top-level folder ("Sent", "Drafts", ...). The file may write
+	// them without the backslash and in any case; Validate normalizes them
+	// to the backslash form (see NormalizeSpecialUse).
+	UnifiedSpecialUse []string `toml:"unified_special_use"`
+	// DefaultAccount names the account that receives APPENDs to unified
+	// folders when no rule picks another; required with UnifiedInbox or
+	// UnifiedSpecialUse.
+	DefaultAccount string `toml:"default_account"`
+}
+
+// Account is one upstream account of a merge-mode user.
+type Account struct {
+	// Name identifies the account within its user (unique, compared
+	// case-insensitively); it names the account in logs and in the store.
+	Name string `toml:"name"`
+	// Upstream is the name of the [[upstream]] the account lives on.
+	Upstream string `toml:"upstream"`
+	// Username is the login name at the upstream (default: the user's name).
+	Username string `toml:"username"`
+	// Password as in User.UpstreamPassword; default "passthrough" (the
+	// client's own password, for accounts that share it). Any other value
+	// needs a password_hash on the user, as the proxy must then check the
+	// client's password itself.
+	Password Secret `toml:"password"`
+	// Prefix is the folder the account is mounted under ("Work" shows the
+	// account's folders as "Work/..."). At most one account of a user may
+	// have the empty prefix: the primary account, whose folders stand at
+	// the top level.
+	Prefix string `toml:"prefix"`
 }
 
 // Route is a rule for users not listed in [[user]] (or listed without an

@@ -87,6 +87,13 @@ func (c *Config) ApplyDefaults() {
 		if u.UpstreamPassword == (Secret{}) {
 			u.UpstreamPassword = Secret{Kind: SecretPassthrough}
 		}
+		for j := range u.Accounts {
+			a := &u.Accounts[j]
+			setString(&a.Username, u.Name)
+			if a.Password == (Secret{}) {
+				a.Password = Secret{Kind: SecretPassthrough}
+			}
+		}
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]

@@ -126,7 +126,7 @@ func TestWrongTypes(t *testing.T) {
 		{"duration", "[limits]\nidle_timeout = 3600 #!\n" + minimal, "limits.idle_timeout", `"3600" is not a duration`},
 		{"negative duration", minimal + "[[upstream]]\nname = \"b\"\naddress = \"b:1\"\nconnect_timeout = \"-5s\" #!\n",
 			"upstream[1].connect_timeout", `"-5s" is negative`},
-		{"mode", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\nmode = \"merge\" #!\n", "user[0].mode", `"merge" is not one of route`},
+		{"mode", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\nmode = \"mixed\" #!\n", "user[0].mode", `"mixed" is not one of route, merge`},
 		{"secret", minimal + "[[user]]\nname = \"u\"\nupstream = \"a\"\npassword_hash = \"$2b$04$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234\"\nupstream_password = \"hunter2\" #!\n",
 			"user[0].upstream_password", `must be "passthrough", "env:NAME", "file:PATH" or "store"`},
 	}
@@ -270,7 +270,7 @@ func TestSummaryAndUpstream(t *testing.T) {
 	}
 	s := cfg.Summary()
 	for _, want := range []string{"0.0.0.0:993 tls=implicit", "0.0.0.0:143 tls=starttls", "upstreams: 2 (work, home)",
-		"users: 2", "route rules: 2", "*@example.com -> work", "admin: 127.0.0.1:9143"} {
+		"users: 3", "carol@example.com merge: 2 accounts", "route rules: 2", "*@example.com -> work", "admin: 127.0.0.1:9143"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}

@@ -16,8 +16,9 @@ func (c *Config) Upstream(name string) (*Upstream, bool) {
 }
 
 // Summary describes the configuration in a few lines for
-// "imapproxy check-config": listeners, upstreams, users, route rules and the
-// admin address. It never includes a password hash or a secret reference.
+// "imapproxy check-config": listeners, upstreams, users (with the account
+// count of each merge-mode user), route rules and the admin address. It
+// never includes a password hash or a secret reference.
 func (c *Config) Summary() string {
 	var b strings.Builder
 	if c.Path != "" {
@@ -43,6 +44,11 @@ func (c *Config) Summary() string {
 		fmt.Fprintf(&b, " (%s)", strings.Join(names, ", "))
 	}
 	fmt.Fprintf(&b, "\nusers: %d\n", len(c.Users))
+	for _, u := range c.Users {
+		if u.Mode == ModeMerge {
+			fmt.Fprintf(&b, "  %s merge: %d %s\n", u.Name, len(u.Accounts), plural(len(u.Accounts), "account", "accounts"))
+		}
+	}
 	fmt.Fprintf(&b, "route rules: %d\n", len(c.Routes))
 	for _, r := range c.Routes {
 		fmt.Fprintf(&b, "  %s -> %s (verify=%s)\n", r.Match, r.Upstream, r.Verify)
@@ -53,4 +59,11 @@ func (c *Config) Summary() string {
 		b.WriteString("admin: off\n")
 	}
 	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -10,7 +10,7 @@ import (
 // The values each enumeration accepts, in the order error messages list them.
 var (
 	tlsModes    = []string{string(TLSImplicit), string(TLSStartTLS), string(TLSNone)}
-	modes       = []string{string(ModeRoute)}
+	modes       = []string{string(ModeRoute), string(ModeMerge)}
 	verifiers   = []string{string(VerifyUpstream), string(VerifyProxy)}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	logFormats  = []string{"text", "json"}
@@ -45,7 +45,7 @@ func (m *TLSMode) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// UnmarshalText accepts "route".
+// UnmarshalText accepts "route" or "merge".
 func (m *Mode) UnmarshalText(text []byte) error {
 	if err := oneOf(string(text), modes); err != nil {
 		return err

@@ -131,7 +131,8 @@ func TestEnumText(t *testing.T) {
 		{&m, "tlss", `"tlss" is not one of implicit, starttls, none`},
 		{&m, "IMPLICIT", `"IMPLICIT" is not one of`},
 		{&mode, "route", ""},
-		{&mode, "merge", `"merge" is not one of route`},
+		{&mode, "merge", ""},
+		{&mode, "Merge", `"Merge" is not one of route, merge`},
 		{&v, "proxy", ""},
 		{&v, "upstream", ""},
 		{&v, "both", `"both" is not one of upstream, proxy`},
@@ -142,7 +143,7 @@ func TestEnumText(t *testing.T) {
 			t.Errorf("%T.UnmarshalText(%q) = %v, want %q", tt.u, tt.in, err, tt.wantErr)
 		}
 	}
-	if m != TLSNone || mode != ModeRoute || v != VerifyUpstream {
+	if m != TLSNone || mode != ModeMerge || v != VerifyUpstream {
 		t.Errorf("values = %q %q %q", m, mode, v)
 	}
 }

@@ -254,6 +254,11 @@ func (v *validator) users() {
 			v.add(at.with("password_hash"), checkPasswordHash(u.PasswordHash))
 		}
 		v.enum(at.with("mode"), string(u.Mode), modes)
+		if u.Mode == ModeMerge {
+			v.mergeUser(u, at)
+			continue
+		}
+		v.notMerge(u, at)
 		switch {
 		case u.Upstream != "":
 			v.upstreamRef(at.with("upstream"), u.Upstream)

@@ -41,6 +41,9 @@ func (v *validator) security() {
 	}
 	for i := range c.Users {
 		needKey(pathOf("user", i).with("upstream_password"), c.Users[i].UpstreamPassword)
+		for j, a := range c.Users[i].Accounts {
+			needKey(pathOf("user", i, "account", j, "password"), a.Password)
+		}
 	}
 	for i := range c.Routes {
 		needKey(pathOf("route", i).with("password"), c.Routes[i].Password)
