@@ -102,6 +102,51 @@ CREATE TABLE meta (
 	value BLOB NOT NULL
 ) STRICT;
 `,
+	// 3: merge mode's virtual mailboxes, their UID maps and kept keywords.
+	`
+-- The greatest UIDVALIDITY ever given to a virtual mailbox of each user;
+-- kept when mailboxes are deleted, so that none is ever given twice.
+CREATE TABLE vmailbox_uidvalidity (
+	username         TEXT PRIMARY KEY,
+	last_uidvalidity INTEGER NOT NULL
+) STRICT;
+
+-- AUTOINCREMENT: a deleted mailbox's id never comes back for another.
+-- uidnext is at most 2^32-1 (vuids at most 2^32-2).
+CREATE TABLE vmailboxes (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	username    TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	uidvalidity INTEGER NOT NULL,
+	uidnext     INTEGER NOT NULL DEFAULT 1,
+	created     INTEGER NOT NULL,
+	UNIQUE (username, name)
+) STRICT;
+
+-- (vmailbox, vuid) <-> (account, upstream mailbox, upstream UIDVALIDITY,
+-- upstream UID). Clustered by vuid for snapshots; the unique index finds a
+-- source's rows and makes one upstream message map to one vuid.
+CREATE TABLE vmessages (
+	vmailbox    INTEGER NOT NULL REFERENCES vmailboxes (id) ON DELETE CASCADE,
+	vuid        INTEGER NOT NULL,
+	account     TEXT NOT NULL,
+	mailbox     TEXT NOT NULL,
+	uidvalidity INTEGER NOT NULL,
+	uid         INTEGER NOT NULL,
+	PRIMARY KEY (vmailbox, vuid)
+) STRICT, WITHOUT ROWID;
+CREATE UNIQUE INDEX vmessages_source ON vmessages (vmailbox, account, mailbox, uidvalidity, uid);
+
+-- Keywords an upstream cannot store, one row each; they go with their
+-- message's row.
+CREATE TABLE vkeywords (
+	vmailbox INTEGER NOT NULL,
+	vuid     INTEGER NOT NULL,
+	keyword  TEXT NOT NULL,
+	PRIMARY KEY (vmailbox, vuid, keyword),
+	FOREIGN KEY (vmailbox, vuid) REFERENCES vmessages (vmailbox, vuid) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // migrateSQLite brings the schema of db up to date in one IMMEDIATE

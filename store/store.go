@@ -148,6 +148,54 @@ type Store interface {
 	AddEvent(ctx context.Context, e Event) error // e.ID is ignored
 	Events(ctx context.Context, user string, limit int) ([]Event, error)
 
+	// Virtual mailboxes of merge mode (see VMailbox for the rules). The
+	// methods taking a vmailboxID return ErrNotFound when there is no such
+	// virtual mailbox (it may have been deleted meanwhile).
+	//
+	// VMailbox returns the user's virtual mailbox name, creating it when
+	// missing with a new UIDVALIDITY: the clock's seconds since 1970 (as
+	// a uint32, never 0), or one more than the greatest UIDVALIDITY this
+	// store ever gave a mailbox of this user when that is not below.
+	VMailbox(ctx context.Context, user, name string) (VMailbox, error)
+	ListVMailboxes(ctx context.Context, user string) ([]VMailbox, error) // by name
+	// RenameVMailbox renames one virtual mailbox, keeping its id,
+	// UIDVALIDITY and vuids (IMAP RENAME; renaming INBOX, which empties
+	// it instead, and the mailbox's children are the caller's business).
+	// ErrNotFound when from is missing, else ErrExists when to exists.
+	RenameVMailbox(ctx context.Context, user, from, to string) error
+	// DeleteVMailbox removes a virtual mailbox with its messages' rows and
+	// keywords; a later one of the same name gets a greater UIDVALIDITY.
+	DeleteVMailbox(ctx context.Context, user, name string) error
+	// MapUIDs returns the vuids of upstream messages uids of src, in the
+	// order of uids, allocating them for messages not seen before: from
+	// UIDNEXT upwards, in increasing order of upstream UID, all in one
+	// transaction (also across processes: a message never gets two
+	// vuids). Rows of src's mailbox at another UIDVALIDITY are left alone.
+	// A uid of 0 or a src.UIDValidity of 0 is an error; ErrUIDsExhausted
+	// when the new vuids would pass MaxVUID (then nothing is allocated).
+	MapUIDs(ctx context.Context, vmailboxID int64, src Source, uids []uint32) ([]uint32, error)
+	// VMessages returns all rows of a virtual mailbox, by vuid.
+	VMessages(ctx context.Context, vmailboxID int64) ([]VMessage, error)
+	// SourceMessages returns the rows of one upstream mailbox (at any
+	// UIDVALIDITY) in a virtual mailbox, by vuid.
+	SourceMessages(ctx context.Context, vmailboxID int64, account, mailbox string) ([]VMessage, error)
+	// ForgetSource removes the rows of account's mailbox whose UIDVALIDITY
+	// is not keep (the upstream's UIDVALIDITY changed), with their
+	// keywords, and returns their vuids in increasing order, for the
+	// sessions' EXPUNGEs. keep = 0 removes all of them (the upstream
+	// mailbox is gone). UIDNEXT stays: re-mapped messages get new vuids.
+	ForgetSource(ctx context.Context, vmailboxID int64, account, mailbox string, keep uint32) ([]uint32, error)
+	// RemoveVUIDs removes rows, with their keywords (messages expunged
+	// upstream); unknown vuids are ignored.
+	RemoveVUIDs(ctx context.Context, vmailboxID int64, vuids []uint32) error
+	// SetKeywords replaces the keywords kept for one message (those its
+	// upstream cannot store); none removes them. Keywords are kept byte
+	// for byte, deduplicated, and come back sorted. ErrNotFound for an
+	// unknown vuid.
+	SetKeywords(ctx context.Context, vmailboxID int64, vuid uint32, keywords []string) error
+	// Keywords returns the kept keywords of those of vuids that have any.
+	Keywords(ctx context.Context, vmailboxID int64, vuids []uint32) (map[uint32][]string, error)
+
 	// Close releases the store; it must be called once, when done.
 	// Meta values: small named values of the proxy's own, such as the
 	// sealed check value that tells a wrong server key at start-up.
