@@ -1,3 +1,7 @@
+// Package merge serves several upstream accounts as one IMAP account: the
+// merged-account session (go-imap's imapserver.Session), virtual
+// mailboxes, UID and flag translation, and change watching.
+//
 // How merge mode fits together (the plan the code follows; see also the
 // project's DESIGN.md, section Merge mode).
 //

@@ -1,13 +1,10 @@
-// Package merge serves several upstream accounts as one IMAP account: the
-// merged-account session (go-imap's imapserver.Session), virtual
-// mailboxes, UID and flag translation, and change watching.
-//
+package merge
+
 // This file holds a session's view of a virtual mailbox. go-imap's own
 // MailboxTracker only counts messages and panics on decreases, which a
 // proxy whose upstreams expunge at will cannot live with; so each session
 // keeps its own snapshot of virtual UIDs and resolves the raw number sets
 // the server hands over (with "*" and "$") itself.
-package merge
 
 import (
 	"errors"
