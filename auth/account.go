@@ -82,7 +82,8 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c Credentials) (I
 	if a.opts.OAuth == nil {
 		return Identity{}, fmt.Errorf("%w: bearer tokens are not accepted", ErrInvalidCredentials)
 	}
-	if a.locked(c.Username, c.Remote) {
+	locked, userFailures := a.locked(c.Username, c.Remote)
+	if locked {
 		return Identity{}, ErrLocked
 	}
 	user, err := a.opts.OAuth.Verify(ctx, c.Token)
@@ -99,7 +100,7 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c Credentials) (I
 	if u, ok := a.users[foldName(user)]; ok {
 		name = u.Name
 	}
-	return Identity{User: name, ProxyKnown: true, Method: MethodOAuth, Password: c.Token, Token: true}, nil
+	return Identity{User: name, ProxyKnown: true, Method: MethodOAuth, Password: c.Token, Token: true, userFailures: userFailures}, nil
 }
 
 // Succeeded records a completed login (after the upstream accepted it, when
@@ -107,9 +108,8 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c Credentials) (I
 // records app password use and writes the audit event.
 func (a *Authenticator) Succeeded(ctx context.Context, id Identity, remote netip.Addr, mechanism string) {
 	now := a.opts.Now()
-	// A read is cheaper than a write to the store; most logins have no
-	// failures to clear.
-	if a.throttle.Failures(id.User, netip.Addr{}) > 0 {
+	// Most logins have no failures to clear: Authenticate counted them.
+	if id.userFailures > 0 {
 		a.throttle.Success(id.User, remote)
 	}
 	if a.opts.Store == nil {
@@ -161,6 +161,19 @@ func (s *storeCounter) Count(key string, now time.Time) int {
 	defer cancel()
 	n, err := s.st.CountFailures(ctx, key, now, s.window)
 	s.onErr(err)
+	return n
+}
+
+// CountMany implements multiCounter: one query for the user and the
+// address.
+func (s *storeCounter) CountMany(keys []string, now time.Time) []int {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	n, err := s.st.CountFailuresMany(ctx, keys, now, s.window)
+	s.onErr(err)
+	if err != nil {
+		return make([]int, len(keys))
+	}
 	return n
 }
 

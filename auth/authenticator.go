@@ -165,13 +165,16 @@ type Identity struct {
 	ReadOnly      bool
 	Account       string
 
-	codeUsed bool
-	grace    time.Duration
+	codeUsed     bool
+	grace        time.Duration
+	userFailures int // the user's recent failures when the login began
 }
 
-// Failures reports the recent failures of user and of ip, the larger.
-func (a *Authenticator) locked(user string, ip netip.Addr) bool {
-	return a.opts.LockoutThreshold > 0 && a.throttle.Failures(user, ip) >= a.opts.LockoutThreshold
+// locked reports whether user or ip has too many recent failures, and
+// how many the user has.
+func (a *Authenticator) locked(user string, ip netip.Addr) (bool, int) {
+	u, i := a.throttle.Counts(user, ip)
+	return a.opts.LockoutThreshold > 0 && max(u, i) >= a.opts.LockoutThreshold, u
 }
 
 // Delay is how long to hold the answer to a failed attempt by user from ip.
@@ -200,9 +203,18 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 	if c.Username == "" || c.Password == "" || len(c.Password) > MaxPasswordLength {
 		return Identity{}, ErrInvalidCredentials
 	}
-	if a.locked(c.Username, c.Remote) {
+	locked, userFailures := a.locked(c.Username, c.Remote)
+	if locked {
 		return Identity{}, ErrLocked
 	}
+	id, err := a.authenticatePassword(ctx, c)
+	id.userFailures = userFailures
+	return id, err
+}
+
+// authenticatePassword is Authenticate for a password, after the lockout
+// check.
+func (a *Authenticator) authenticatePassword(ctx context.Context, c Credentials) (Identity, error) {
 	acct, err := a.account(ctx, c.Username)
 	if err != nil {
 		return Identity{}, err

@@ -92,12 +92,42 @@ func (t *Throttle) Delay(user string, ip netip.Addr) time.Duration {
 
 // Failures returns the recent failures of user and of ip, the larger.
 func (t *Throttle) Failures(user string, ip netip.Addr) int {
+	u, i := t.Counts(user, ip)
+	return max(u, i)
+}
+
+// Counts returns the recent failures of user and of ip (0 for an empty
+// user or an invalid ip), in one look-up where the counter allows it.
+func (t *Throttle) Counts(user string, ip netip.Addr) (userCount, ipCount int) {
 	now := t.now()
-	n := 0
-	for _, k := range t.keys(user, ip) {
-		n = max(n, t.counter.Count(k, now))
+	var uk, ik []string
+	if user != "" {
+		uk = t.keys(user, netip.Addr{})
 	}
-	return n
+	if ip.IsValid() {
+		ik = t.keys("", ip)
+	}
+	keys := append(uk, ik...)
+	var counts []int
+	if mc, ok := t.counter.(multiCounter); ok {
+		counts = mc.CountMany(keys, now)
+	} else {
+		for _, k := range keys {
+			counts = append(counts, t.counter.Count(k, now))
+		}
+	}
+	if len(uk) > 0 {
+		userCount = counts[0]
+	}
+	if len(ik) > 0 {
+		ipCount = counts[len(counts)-1]
+	}
+	return userCount, ipCount
+}
+
+// multiCounter is a FailureCounter that counts several keys at once.
+type multiCounter interface {
+	CountMany(keys []string, now time.Time) []int
 }
 
 // Failure records a failed login by user from ip.

@@ -29,8 +29,8 @@ import (
 // transaction cannot fail half way with SQLITE_BUSY when another process
 // wrote in between.
 type SQLite struct {
-	write *sql.DB // one connection; every write and every transaction
-	read  *sql.DB // read-only pool
+	write *stmtDB // one connection; every write and every transaction
+	read  *stmtDB // read-only pool
 }
 
 var _ Store = (*SQLite)(nil)
@@ -74,7 +74,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	}
 	read.SetMaxOpenConns(sqliteReadConns)
 	read.SetMaxIdleConns(sqliteReadConns)
-	return &SQLite{write: write, read: read}, nil
+	return &SQLite{write: newStmtDB(write), read: newStmtDB(read)}, nil
 }
 
 // migrateRetrying runs the migrations, retrying for up to the busy timeout

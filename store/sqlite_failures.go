@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -63,6 +64,43 @@ func (s *SQLite) CountFailures(ctx context.Context, key string, now time.Time, w
 		return 0, fmt.Errorf("store: count failures: %w", err)
 	}
 	return count, nil
+}
+
+// CountFailuresMany implements Store.
+func (s *SQLite) CountFailuresMany(ctx context.Context, keys []string, now time.Time, window time.Duration) ([]int, error) {
+	counts := make([]int, len(keys))
+	if len(keys) == 0 {
+		return counts, nil
+	}
+	if err := checkTimes(now); err != nil {
+		return nil, err
+	}
+	args := []any{nanos(now), int64(window)}
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT counter_key, failure_count FROM failures
+	WHERE ? - last_failure < ? AND counter_key IN (?`+strings.Repeat(", ?", len(keys)-1)+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: count failures: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		var n int
+		if err := rows.Scan(&key, &n); err != nil {
+			return nil, fmt.Errorf("store: count failures: %w", err)
+		}
+		for i, k := range keys {
+			if k == key {
+				counts[i] = n
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: count failures: %w", err)
+	}
+	return counts, nil
 }
 
 // ResetFailures implements Store. Resetting an unknown key is not an error.

@@ -18,7 +18,7 @@ func TestSQLitePragmas(t *testing.T) {
 	for _, db := range []struct {
 		name string
 		db   *sql.DB
-	}{{"write", s.write}, {"read", s.read}} {
+	}{{"write", s.write.DB}, {"read", s.read.DB}} {
 		var mode string
 		var fk, busy int
 		must(t, db.db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode))

@@ -141,6 +141,9 @@ type Store interface {
 	// an error.
 	AddFailure(ctx context.Context, key string, now time.Time, window time.Duration) (int, error)
 	CountFailures(ctx context.Context, key string, now time.Time, window time.Duration) (int, error)
+	// CountFailuresMany is CountFailures for several keys in one query; the
+	// counts come in the order of keys.
+	CountFailuresMany(ctx context.Context, keys []string, now time.Time, window time.Duration) ([]int, error)
 	ResetFailures(ctx context.Context, key string) error
 
 	// Audit. Events returns the newest first (by Time, then by order of

@@ -154,6 +154,14 @@ func TestFailures(t *testing.T) {
 		add("user:ann", base.Add(9*time.Minute), 3)
 		add("ip:192.0.2.1", base.Add(9*time.Minute), 1)
 		count("user:ann", base.Add(9*time.Minute), 3)
+		many, err := s.CountFailuresMany(ctx, []string{"ip:192.0.2.1", "user:nobody", "user:ann"}, base.Add(9*time.Minute), window)
+		must(t, err)
+		if len(many) != 3 || many[0] != 1 || many[1] != 0 || many[2] != 3 {
+			t.Errorf("CountFailuresMany = %v, want [1 0 3]", many)
+		}
+		if many, err := s.CountFailuresMany(ctx, []string{"user:ann"}, base.Add(19*time.Minute), window); err != nil || many[0] != 0 {
+			t.Errorf("CountFailuresMany after the window = %v, %v", many, err)
+		}
 		// The window runs from the last failure.
 		count("user:ann", base.Add(18*time.Minute), 3)
 		count("user:ann", base.Add(19*time.Minute-1), 3)
