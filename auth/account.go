@@ -121,9 +121,9 @@ func (a *Authenticator) Succeeded(ctx context.Context, id Identity, remote netip
 	if id.AppPasswordID != 0 {
 		a.storeError(a.opts.Store.TouchAppPassword(ctx, id.AppPasswordID, now, remote))
 	}
-	a.storeError(a.opts.Store.AddEvent(ctx, store.Event{
+	a.audit.add(store.Event{
 		Time: now, User: id.User, Kind: "login", Method: id.Method, Detail: strings.TrimSpace(id.AppPassword + mechanismDetail(mechanism)), Remote: remote,
-	}))
+	})
 }
 
 // Failed records a failed login attempt by login from remote.
@@ -132,9 +132,9 @@ func (a *Authenticator) Failed(ctx context.Context, login string, remote netip.A
 	if a.opts.Store == nil {
 		return
 	}
-	a.storeError(a.opts.Store.AddEvent(ctx, store.Event{
+	a.audit.add(store.Event{
 		Time: a.opts.Now(), User: login, Kind: "login_failed", Detail: reason + mechanismDetail(mechanism), Remote: remote,
-	}))
+	})
 }
 
 func mechanismDetail(m string) string {

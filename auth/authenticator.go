@@ -82,6 +82,7 @@ type Authenticator struct {
 	opts     Options
 	users    map[string]config.User // by foldName(Name); first entry wins
 	throttle *Throttle
+	audit    *auditWriter  // nil without a store
 	hashes   chan struct{} // one token per hash check under way
 	inHash   atomic.Int32  // checks under way, for tests
 	maxInUse atomic.Int32
@@ -96,6 +97,7 @@ const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$ZHVtbXlzYWx0ZHVtbXlzYQ$ZHVtbXl
 
 // NewAuthenticator returns an Authenticator. User names match logins under
 // ASCII case folding, the router's rule; with duplicates, the first wins.
+// With a store it starts the audit writer: call Close when done.
 func NewAuthenticator(o Options) *Authenticator {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -117,9 +119,18 @@ func NewAuthenticator(o Options) *Authenticator {
 	to := ThrottleOptions{Base: o.DelayBase, Max: o.DelayMax, Window: o.LockoutWindow, Now: o.Now}
 	if o.Store != nil {
 		to.Counter = &storeCounter{st: o.Store, window: o.LockoutWindow, onErr: a.storeError}
+		a.audit = newAuditWriter(o.Store, a.storeError)
 	}
 	a.throttle = NewThrottle(to)
 	return a
+}
+
+// Close writes the audit events still queued and stops the writer. An
+// Authenticator with a store must be closed before the store.
+func (a *Authenticator) Close() {
+	if a.audit != nil {
+		a.audit.close()
+	}
 }
 
 // Key is the name under which a user's TOTP enrolment, app passwords and

@@ -78,7 +78,7 @@ func (e *flowEnv) open(pol Policy, grace time.Duration) {
 	}
 	e.t.Cleanup(func() { st.Close() })
 	e.st = st
-	e.a = NewAuthenticator(Options{
+	a := NewAuthenticator(Options{
 		Users:            []config.User{{Name: "alice", PasswordHash: cheapHash(e.t, "alice-pw")}},
 		Store:            st,
 		Sealer:           e.sealer,
@@ -91,6 +91,8 @@ func (e *flowEnv) open(pol Policy, grace time.Duration) {
 		DelayMax:         time.Millisecond,
 		Now:              func() time.Time { return e.now },
 	})
+	e.t.Cleanup(a.Close) // before the store closes
+	e.a = a
 	e.a.dummy = cheapHash(e.t, "dummy")
 }
 
@@ -301,5 +303,24 @@ func TestHashChecksAreBounded(t *testing.T) {
 	a.hashes <- struct{}{} // every slot taken
 	if _, err := a.Authenticate(ctx, Credentials{Username: "u", Password: "pw"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting for a slot did not end with the context: %v", err)
+	}
+}
+
+// TestAuditWrittenByClose checks that Close writes every queued event.
+func TestAuditWrittenByClose(t *testing.T) {
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a := NewAuthenticator(Options{Store: st, UpstreamVerifies: func(string) bool { return true }})
+	const n = 200
+	for i := 0; i < n; i++ {
+		a.Failed(context.Background(), "bob", ipA, "login", "test")
+	}
+	a.Close()
+	events, err := st.Events(context.Background(), "bob", 0)
+	if err != nil || len(events) != n {
+		t.Fatalf("%d events after Close, want %d (%v)", len(events), n, err)
 	}
 }

@@ -129,7 +129,9 @@ func startProxyWith(t testing.TB, cfg *config.Config, tune func(*auth.Options, *
 	if tune != nil {
 		tune(&ao, &po)
 	}
-	po.Auth = auth.NewAuthenticator(ao)
+	a := auth.NewAuthenticator(ao)
+	t.Cleanup(a.Close) // after the proxy's shutdown, before the store closes
+	po.Auth = a
 	srv, err := New(po)
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,7 @@ type instance struct {
 	proxy *proxy.Server
 	certs *proxy.CertStore
 	state *state
+	auth  *auth.Authenticator
 	admin *http.Server
 	// adminAddr is the admin endpoint's bound address (nil: none).
 	adminAddr net.Addr
@@ -125,6 +126,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		DelayMax:         cfg.Limits.MaxAuthDelay.D(),
 		OnStoreError:     func(err error) { logger.Warn("state store", "err", err) },
 	})
+	in.auth = authenticator
 	srv, err := proxy.New(proxy.Options{
 		Config:       cfg,
 		Auth:         authenticator,
@@ -136,10 +138,12 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		Revoked:      st.store.RevokedAppPasswords,
 	})
 	if err != nil {
+		authenticator.Close()
 		st.close()
 		return nil, err
 	}
 	if err := srv.Listen(); err != nil {
+		authenticator.Close()
 		st.close()
 		return nil, err
 	}
@@ -148,6 +152,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		ln, err := net.Listen("tcp", cfg.Admin.Address)
 		if err != nil {
 			srv.Shutdown(context.Background())
+			authenticator.Close()
 			st.close()
 			return nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)
 		}
@@ -193,6 +198,7 @@ func (in *instance) shutdown(ctx context.Context) {
 		in.log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
 	<-in.done
+	in.auth.Close() // writes the audit events still queued
 	in.state.close()
 }
 
