@@ -398,7 +398,7 @@ func benchLogin2FA(ctx context.Context, e *env, o *options, rep *report) error {
 		"< 50 ms", verdict(pMed < 50*time.Millisecond)})
 	rep.add(row{"login2fa (TLS)", "p99", ms(dP99), ms(pP99),
 		ratio(float64(pP99), float64(dP99)) + fmt.Sprintf(" (%+.2f ms)", float64(pP99-dP99)/1e6), "-", info})
-	rep.note("login2fa: one argon2id hash in this process takes %s (fastest %s) with %s, used here; %s (fastest %s) with imapproxy hash-password's default %s",
+	rep.note("login2fa: one argon2id hash in this process takes %s (fastest %s) with %s, used here; %s (fastest %s) with the former default of imapproxy hash-password, %s",
 		ms(chosen), ms(chosenMin), e.argon2, ms(dflt), ms(dfltMin), proxyDefaultArgon2)
 	rep.note("login2fa: the proxy used %.2f ms of CPU per password+TOTP login; %d TOTP users gave one fresh code each per login (%d waits for a new 30 s step)",
 		float64(proxyCPU)/1e6/float64(len(pd)), len(pool.users), pool.waited)
