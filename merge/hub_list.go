@@ -1,0 +1,176 @@
+package merge
+
+// This file builds a user's folder tree from the accounts' namespaces and
+// lists the virtual folders. Both do their upstream I/O on the caller's
+// goroutine; the hub goroutine only keeps what was learned.
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+
+	"imapproxy/config"
+	"imapproxy/router"
+)
+
+// Tree returns the user's folder tree. It is built once from each
+// account's hierarchy delimiter and personal namespace (learned from a
+// pooled client); an account that cannot be reached is left out for now
+// (its folders are missing, the error is logged) and tried again on the
+// next call, which then returns a new tree. It fails only when no
+// account can be reached.
+func (h *Hub) Tree(ctx context.Context) (*router.Tree, error) {
+	t, _, err := h.tree(ctx)
+	return t, err
+}
+
+// tree is Tree that also returns the names of the accounts in it.
+func (h *Hub) tree(ctx context.Context) (*router.Tree, []string, error) {
+	reply := make(chan treeState, 1)
+	ts, err := call(ctx, h, treeEvent{reply: reply}, reply)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ts.missing) == 0 {
+		return ts.tree, ts.accounts, nil
+	}
+	var learned []router.TreeAccount
+	var lastErr error
+	for _, a := range ts.missing {
+		pool := h.pools[a.Name]
+		c, err := pool.Get(ctx)
+		if err != nil {
+			lastErr = err
+			h.log.Warn("account unreachable, its folders are left out", "account", a.Name, "err", err)
+			continue
+		}
+		learned = append(learned, router.TreeAccount{Name: a.Name, Prefix: a.Prefix, Delimiter: c.Delimiter(), Personal: c.PersonalPrefix()})
+		pool.Put(c)
+	}
+	if len(learned) > 0 {
+		ts, err = call(ctx, h, learnEvent{accounts: learned, reply: reply}, reply)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if ts.tree == nil {
+		if ts.err != nil {
+			return nil, nil, ts.err
+		}
+		return nil, nil, errors.Join(ErrUnavailable, lastErr)
+	}
+	return ts.tree, ts.accounts, nil
+}
+
+// accountList is one account's LIST answer.
+type accountList struct {
+	account string
+	list    []*imap.ListData
+}
+
+// listAccounts LISTs every account of the tree, in order, leaving out
+// (and logging) those that fail.
+func (h *Hub) listAccounts(ctx context.Context, accounts []string) []accountList {
+	var out []accountList
+	for _, name := range accounts {
+		pool := h.pools[name]
+		c, err := pool.Get(ctx)
+		if err != nil {
+			h.log.Warn("list: account left out", "account", name, "err", err)
+			continue
+		}
+		l, err := c.List(ctx)
+		pool.Put(c)
+		if err != nil {
+			h.log.Warn("list: account left out", "account", name, "err", err)
+			continue
+		}
+		out = append(out, accountList{account: name, list: l})
+	}
+	return out
+}
+
+// List returns every virtual folder, sorted by name: each reachable
+// account's folders mapped through the tree (attributes kept, except the
+// special use of a unified use, whose folder is reached through the
+// unified one: the primary account's is hidden, another account's loses
+// the attribute), the account prefixes as \NoSelect \HasChildren
+// containers, the INBOX, and the unified special-use folders with their
+// attribute.
+func (h *Hub) List(ctx context.Context) ([]Folder, error) {
+	tree, accounts, err := h.tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := make(map[string]Folder)
+	primary := tree.Primary()
+	for _, al := range h.listAccounts(ctx, accounts) {
+		for _, ld := range al.list {
+			name, ok := tree.VirtualName(al.account, ld.Mailbox)
+			if !ok {
+				continue
+			}
+			f := Folder{Name: name, Account: al.account}
+			hidden := false
+			for _, a := range ld.Attrs {
+				if use, ok := specialUse(a); ok && tree.IsUnified(use) {
+					hidden = al.account == primary && !isInboxName(ld.Mailbox)
+					continue
+				}
+				if strings.EqualFold(string(a), string(imap.MailboxAttrNoSelect)) ||
+					strings.EqualFold(string(a), string(imap.MailboxAttrNonExistent)) {
+					f.NoSelect = true
+				}
+				f.Attrs = append(f.Attrs, a)
+			}
+			if !hidden {
+				byName[name] = f
+			}
+		}
+	}
+	for _, p := range tree.Prefixes() {
+		t, err := tree.Resolve(p)
+		if err != nil {
+			continue
+		}
+		byName[p] = Folder{Name: p, Account: t.Account, NoSelect: true,
+			Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect, imap.MailboxAttrHasChildren}}
+	}
+	if _, ok := byName["INBOX"]; !ok || tree.UnifiedInbox() {
+		t, err := tree.Resolve("INBOX")
+		if err == nil {
+			byName["INBOX"] = Folder{Name: "INBOX", Unified: t.Unified, Account: t.Account}
+		}
+	}
+	for _, use := range tree.UnifiedUses() {
+		n := unifiedName(use)
+		byName[n] = Folder{Name: n, Unified: true, Use: use, Attrs: []imap.MailboxAttr{imap.MailboxAttr(use)}}
+	}
+	out := make([]Folder, 0, len(byName))
+	for _, f := range byName {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b Folder) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// specialUse returns the normalized special use of a LIST attribute.
+func specialUse(a imap.MailboxAttr) (string, bool) {
+	s := string(a)
+	if !strings.HasPrefix(s, `\`) {
+		return "", false
+	}
+	return config.NormalizeSpecialUse(s)
+}
+
+// unifiedName is the virtual name of a unified special use's folder.
+func unifiedName(use string) string {
+	n, _ := config.NormalizeSpecialUse(use)
+	return config.UnifiedFolderName(n)
+}
+
+// isInboxName reports whether name is the INBOX (in any case).
+func isInboxName(name string) bool { return strings.EqualFold(name, "INBOX") }

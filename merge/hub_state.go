@@ -1,0 +1,474 @@
+package merge
+
+// This file is the hub's goroutine: it alone owns the user's shared state
+// (sessions, the tree's accounts, per virtual mailbox the sessions that
+// have it selected and the last sync state per source, the watchers) and
+// changes it as typed events arrive. It never does I/O itself: syncs run
+// in worker goroutines it starts (one per source at a time) and report
+// back with an event.
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"imapproxy/router"
+	"imapproxy/store"
+)
+
+// errUnselected is what a Select waiting for a sync gets when its
+// selection was dropped meanwhile.
+var errUnselected = errors.New("merge: selection ended")
+
+// hubEvent is an event for the hub goroutine; apply runs there.
+type hubEvent interface{ apply(s *hubState) }
+
+// srcKey names a source: an account's upstream mailbox.
+type srcKey struct{ Account, Mailbox string }
+
+// hubState is the state the hub goroutine owns.
+type hubState struct {
+	h         *Hub
+	subs      map[*Subscriber]struct{}
+	known     map[string]router.TreeAccount // accounts whose namespace is known
+	tree      treeState
+	mailboxes map[string]*vmState // selected virtual mailboxes, by name
+	watchers  map[srcKey]*watchEntry
+	linger    *time.Timer
+}
+
+// treeState is the tree as last built.
+type treeState struct {
+	tree     *router.Tree
+	accounts []string      // the accounts in tree
+	missing  []AccountSpec // the accounts left out
+	err      error         // NewTree's
+}
+
+// watchEntry is a running watcher and the number of selected virtual
+// mailboxes that have its source.
+type watchEntry struct {
+	w    *Watch
+	refs int
+}
+
+// vmState is a selected virtual mailbox.
+type vmState struct {
+	name    string
+	vm      store.VMailbox
+	sources []router.Source
+	subs    map[*Subscriber]bool // true once it has its view (activated)
+	src     map[srcKey]*srcState
+}
+
+// srcState is one source of a selected virtual mailbox.
+type srcState struct {
+	msgs    map[uint32]ViewMessage // as of the last sync; nil before one
+	perm    []imap.Flag
+	synced  bool
+	running bool         // a sync worker runs
+	again   bool         // another sync is wanted when it ends
+	waiting []chan error // told when the running sync ends
+	next    []chan error // told when the next sync ends
+}
+
+// run is the hub goroutine.
+func (h *Hub) run() {
+	defer h.recoverLog("hub")
+	s := &hubState{
+		h:         h,
+		subs:      make(map[*Subscriber]struct{}),
+		known:     make(map[string]router.TreeAccount),
+		mailboxes: make(map[string]*vmState),
+		watchers:  make(map[srcKey]*watchEntry),
+		linger:    time.NewTimer(h.m.o.Linger),
+	}
+	s.rebuildTree()
+	for {
+		select {
+		case ev := <-h.events:
+			ev.apply(s)
+		case <-h.dirty:
+			s.syncDirty()
+		case <-s.linger.C:
+			if len(s.subs) == 0 {
+				h.m.forget(h)
+				s.stop()
+				return
+			}
+		case <-h.closeReq:
+			s.stop()
+			return
+		}
+	}
+}
+
+// stop ends the hub: no more events, watchers and syncs stopped, pools
+// closed, sessions told.
+func (s *hubState) stop() {
+	h := s.h
+	close(h.quit)
+	h.cancel()
+	s.linger.Stop()
+	for _, we := range s.watchers {
+		h.wg.Go(we.w.Stop)
+	}
+	for sub := range s.subs {
+		sub.close()
+	}
+	h.wg.Wait()
+	var wg sync.WaitGroup
+	for _, p := range h.pools {
+		wg.Go(p.Close)
+	}
+	for _, p := range h.watchPools {
+		wg.Go(p.Close)
+	}
+	wg.Wait()
+	close(h.done)
+}
+
+// rebuildTree builds the tree from the known accounts, in spec order.
+func (s *hubState) rebuildTree() {
+	var accounts []router.TreeAccount
+	ts := treeState{}
+	for _, a := range s.h.spec.Accounts {
+		if ta, ok := s.known[a.Name]; ok {
+			accounts = append(accounts, ta)
+			ts.accounts = append(ts.accounts, a.Name)
+		} else {
+			ts.missing = append(ts.missing, a)
+		}
+	}
+	if len(accounts) > 0 {
+		ts.tree, ts.err = router.NewTree(accounts, s.h.spec.UnifiedInbox, s.h.spec.UnifiedSpecialUse)
+		if ts.err != nil {
+			ts.accounts = nil
+		}
+	}
+	s.tree = ts
+}
+
+// attachEvent registers a session.
+type attachEvent struct{ sub *Subscriber }
+
+func (ev attachEvent) apply(s *hubState) {
+	s.subs[ev.sub] = struct{}{}
+	s.linger.Stop()
+}
+
+// detachEvent ends a session.
+type detachEvent struct{ sub *Subscriber }
+
+func (ev detachEvent) apply(s *hubState) {
+	if _, ok := s.subs[ev.sub]; !ok {
+		return
+	}
+	s.unselect(ev.sub)
+	delete(s.subs, ev.sub)
+	if len(s.subs) == 0 {
+		s.linger.Reset(s.h.m.o.Linger)
+	}
+}
+
+// unselectEvent ends a session's selection.
+type unselectEvent struct{ sub *Subscriber }
+
+func (ev unselectEvent) apply(s *hubState) { s.unselect(ev.sub) }
+
+// treeEvent asks for the tree.
+type treeEvent struct{ reply chan treeState }
+
+func (ev treeEvent) apply(s *hubState) { ev.reply <- s.tree }
+
+// learnEvent adds accounts whose namespace a caller learned.
+type learnEvent struct {
+	accounts []router.TreeAccount
+	reply    chan treeState
+}
+
+func (ev learnEvent) apply(s *hubState) {
+	for _, a := range ev.accounts {
+		s.known[a.Name] = a
+	}
+	s.rebuildTree()
+	ev.reply <- s.tree
+}
+
+// selectEvent registers sub as selecting a virtual mailbox and asks for a
+// sync of each source; the reply has a channel per source that tells
+// when it is synced.
+type selectEvent struct {
+	sub     *Subscriber
+	name    string
+	vm      store.VMailbox
+	sources []router.Source
+	reply   chan []chan error
+}
+
+func (ev selectEvent) apply(s *hubState) {
+	s.unselect(ev.sub)
+	if _, ok := s.subs[ev.sub]; !ok {
+		ev.reply <- nil // detached
+		return
+	}
+	vs := s.mailboxes[ev.name]
+	if vs == nil {
+		vs = &vmState{name: ev.name, subs: make(map[*Subscriber]bool), src: make(map[srcKey]*srcState)}
+		s.mailboxes[ev.name] = vs
+	}
+	vs.vm = ev.vm
+	for _, src := range ev.sources {
+		key := srcKey(src)
+		if vs.src[key] == nil {
+			vs.src[key] = &srcState{}
+			vs.sources = append(vs.sources, src)
+			s.watch(key)
+		}
+	}
+	vs.subs[ev.sub] = false
+	ev.sub.mailbox = ev.name
+	waits := make([]chan error, len(ev.sources))
+	for i, src := range ev.sources {
+		waits[i] = make(chan error, 1)
+		s.requestSync(vs, srcKey(src), waits[i])
+	}
+	ev.reply <- waits
+}
+
+// activateEvent gives a selecting session its view; from then on it gets
+// the updates. The reply is nil when the selection was superseded.
+type activateEvent struct {
+	sub   *Subscriber
+	name  string
+	reply chan *MailboxView
+}
+
+func (ev activateEvent) apply(s *hubState) {
+	vs := s.mailboxes[ev.name]
+	if vs == nil || ev.sub.mailbox != ev.name {
+		ev.reply <- nil
+		return
+	}
+	view := &MailboxView{VMailbox: vs.vm}
+	var perms [][]imap.Flag
+	for _, src := range vs.sources {
+		ss := vs.src[srcKey(src)]
+		if !ss.synced {
+			continue
+		}
+		for _, m := range ss.msgs {
+			view.Messages = append(view.Messages, m)
+		}
+		perms = append(perms, ss.perm)
+	}
+	slices.SortFunc(view.Messages, func(a, b ViewMessage) int { return cmpVUID(a.VUID, b.VUID) })
+	view.Flags = mailboxFlags(view.Messages, perms)
+	view.PermanentFlags = permanentFlags(perms)
+	ev.sub.maxSeen = 0
+	if n := len(view.Messages); n > 0 {
+		ev.sub.maxSeen = view.Messages[n-1].VUID
+		view.VMailbox.UIDNext = max(view.VMailbox.UIDNext, ev.sub.maxSeen+1)
+	}
+	vs.subs[ev.sub] = true
+	ev.reply <- view
+}
+
+// watcherCountEvent asks for the number of running watchers (tests).
+type watcherCountEvent struct{ reply chan int }
+
+func (ev watcherCountEvent) apply(s *hubState) { ev.reply <- len(s.watchers) }
+
+// unselect drops sub's selection and its pending updates, and the
+// mailbox's state when no session is left on it.
+func (s *hubState) unselect(sub *Subscriber) {
+	sub.clear()
+	if sub.mailbox == "" {
+		return
+	}
+	vs := s.mailboxes[sub.mailbox]
+	sub.mailbox = ""
+	if vs == nil {
+		return
+	}
+	delete(vs.subs, sub)
+	if len(vs.subs) > 0 {
+		return
+	}
+	for key, ss := range vs.src {
+		for _, ch := range append(ss.waiting, ss.next...) {
+			ch <- errUnselected
+		}
+		s.unwatch(key)
+	}
+	delete(s.mailboxes, vs.name)
+}
+
+// watch adds a reference to the watcher of key, starting it if none runs.
+func (s *hubState) watch(key srcKey) {
+	if we := s.watchers[key]; we != nil {
+		we.refs++
+		return
+	}
+	h := s.h
+	w := StartWatch(h.ctx, WatchOptions{
+		Pool:     h.watchPools[key.Account],
+		Mailbox:  key.Mailbox,
+		Interval: h.m.o.WatchInterval,
+		OnChange: func() { h.noteChange(key) },
+		Logger:   h.log.With("account", key.Account),
+	})
+	h.watchStarts.Add(1)
+	s.watchers[key] = &watchEntry{w: w, refs: 1}
+}
+
+// unwatch drops a reference to the watcher of key and stops it (without
+// waiting here) when none is left.
+func (s *hubState) unwatch(key srcKey) {
+	we := s.watchers[key]
+	if we == nil {
+		return
+	}
+	if we.refs--; we.refs > 0 {
+		return
+	}
+	delete(s.watchers, key)
+	s.h.wg.Go(we.w.Stop)
+}
+
+// noteChange records a watcher's change; it runs on the watcher's
+// goroutine and never waits for the hub.
+func (h *Hub) noteChange(key srcKey) {
+	h.dirtyMu.Lock()
+	h.dirtySet[key] = true
+	h.dirtyMu.Unlock()
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// syncDirty syncs the sources the watchers reported.
+func (s *hubState) syncDirty() {
+	h := s.h
+	h.dirtyMu.Lock()
+	set := h.dirtySet
+	h.dirtySet = make(map[srcKey]bool)
+	h.dirtyMu.Unlock()
+	for key := range set {
+		for _, vs := range s.mailboxes {
+			if vs.src[key] != nil {
+				s.requestSync(vs, key, nil)
+			}
+		}
+	}
+}
+
+// requestSync asks for a sync of a source that starts after now: at once
+// if none runs, else after the running one. done, if not nil, is told
+// its outcome.
+func (s *hubState) requestSync(vs *vmState, key srcKey, done chan error) {
+	ss := vs.src[key]
+	if ss.running {
+		ss.again = true
+		if done != nil {
+			ss.next = append(ss.next, done)
+		}
+		return
+	}
+	if done != nil {
+		ss.waiting = append(ss.waiting, done)
+	}
+	s.startSync(vs, key, ss)
+}
+
+// startSync starts a sync worker for one source.
+func (s *hubState) startSync(vs *vmState, key srcKey, ss *srcState) {
+	h := s.h
+	ss.running = true
+	name, vm := vs.name, vs.vm
+	h.wg.Go(func() { h.syncWorker(name, vm, key, ss) })
+}
+
+// syncWorker syncs one source on a pooled client and reports to the hub.
+func (h *Hub) syncWorker(name string, vm store.VMailbox, key srcKey, ss *srcState) {
+	defer h.recoverLog("sync")
+	pool := h.pools[key.Account]
+	c, err := pool.Get(h.ctx)
+	var res SyncResult
+	if err == nil {
+		res, err = SyncSource(h.ctx, h.st, vm, key.Account, c, key.Mailbox)
+		pool.Put(c)
+	}
+	select {
+	case h.events <- syncDoneEvent{name: name, key: key, ss: ss, res: res, err: err}:
+	case <-h.quit:
+	}
+}
+
+// syncDoneEvent is a sync worker's result.
+type syncDoneEvent struct {
+	name string
+	key  srcKey
+	ss   *srcState // the state it synced for; stale if the mailbox was dropped
+	res  SyncResult
+	err  error
+}
+
+func (ev syncDoneEvent) apply(s *hubState) {
+	vs := s.mailboxes[ev.name]
+	if vs == nil || vs.src[ev.key] != ev.ss {
+		return // unselected meanwhile; its waiters were told
+	}
+	ss := ev.ss
+	if ev.err != nil {
+		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err)
+	} else {
+		s.applySync(vs, ev.key, ss, ev.res)
+	}
+	for _, ch := range ss.waiting {
+		ch <- ev.err
+	}
+	ss.waiting, ss.running = nil, false
+	if ss.again {
+		ss.again = false
+		ss.waiting, ss.next = ss.next, nil
+		s.startSync(vs, ev.key, ss)
+	}
+}
+
+// applySync keeps a source's new state and queues what changed since the
+// last sync for the sessions that have their view.
+func (s *hubState) applySync(vs *vmState, key srcKey, ss *srcState, res SyncResult) {
+	msgs := make(map[uint32]ViewMessage, len(res.Messages))
+	u := Update{Mailbox: vs.name}
+	for _, m := range res.Messages {
+		vm := ViewMessage{VUID: m.VUID, Account: key.Account, Mailbox: key.Mailbox, UID: m.UID, Flags: m.Flags}
+		msgs[m.VUID] = vm
+		old, ok := ss.msgs[m.VUID]
+		switch {
+		case !ok:
+			u.Added = append(u.Added, vm)
+		case !sameFlags(old.Flags, m.Flags):
+			u.Flags = append(u.Flags, vm)
+		}
+	}
+	for v := range ss.msgs {
+		if _, ok := msgs[v]; !ok {
+			u.Removed = append(u.Removed, v)
+		}
+	}
+	ss.msgs, ss.perm, ss.synced = msgs, res.PermanentFlags, true
+	if len(u.Added)+len(u.Removed)+len(u.Flags) == 0 {
+		return
+	}
+	sortUpdate(&u)
+	for sub, active := range vs.subs {
+		if active {
+			sub.push(u)
+		}
+	}
+}
