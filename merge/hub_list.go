@@ -6,7 +6,6 @@ package merge
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 
@@ -16,34 +15,33 @@ import (
 	"imapproxy/router"
 )
 
-// Tree returns the user's folder tree. It is built once from each
-// account's hierarchy delimiter and personal namespace (learned from a
-// pooled client); an account that cannot be reached is left out for now
-// (its folders are missing, the error is logged) and tried again on the
-// next call, which then returns a new tree. It fails only when no
-// account can be reached.
+// Tree returns the user's folder tree. It is built from each account's
+// hierarchy delimiter and personal namespace, learned once from a pooled
+// client. An account that cannot be reached stays mounted (so that its
+// prefix keeps shadowing the primary account's folders of that name and
+// the INBOX stays where it is) but with a guessed namespace ("/", none)
+// until it is learned: its folders are missing from List and its
+// mailboxes fail to sync, the error is logged, and the next call tries
+// again and then returns a new tree. Trees are immutable: callers keep
+// the one they got for one command.
 func (h *Hub) Tree(ctx context.Context) (*router.Tree, error) {
 	t, _, err := h.tree(ctx)
 	return t, err
 }
 
-// tree is Tree that also returns the names of the accounts in it.
+// tree is Tree that also returns the names of the accounts whose
+// namespace is known (those that can be listed).
 func (h *Hub) tree(ctx context.Context) (*router.Tree, []string, error) {
 	reply := make(chan treeState, 1)
 	ts, err := call(ctx, h, treeEvent{reply: reply}, reply)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(ts.missing) == 0 {
-		return ts.tree, ts.accounts, nil
-	}
 	var learned []router.TreeAccount
-	var lastErr error
 	for _, a := range ts.missing {
 		pool := h.pools[a.Name]
 		c, err := pool.Get(ctx)
 		if err != nil {
-			lastErr = err
 			h.log.Warn("account unreachable, its folders are left out", "account", a.Name, "err", err)
 			continue
 		}
@@ -56,11 +54,8 @@ func (h *Hub) tree(ctx context.Context) (*router.Tree, []string, error) {
 			return nil, nil, err
 		}
 	}
-	if ts.tree == nil {
-		if ts.err != nil {
-			return nil, nil, ts.err
-		}
-		return nil, nil, errors.Join(ErrUnavailable, lastErr)
+	if ts.err != nil {
+		return nil, nil, ts.err
 	}
 	return ts.tree, ts.accounts, nil
 }

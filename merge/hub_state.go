@@ -19,6 +19,12 @@ import (
 	"imapproxy/store"
 )
 
+// Retry bounds of a source whose sync failed.
+const (
+	minSyncRetry = time.Second
+	maxSyncRetry = 30 * time.Second
+)
+
 // errUnselected is what a Select waiting for a sync gets when its
 // selection was dropped meanwhile.
 var errUnselected = errors.New("merge: selection ended")
@@ -43,8 +49,8 @@ type hubState struct {
 // treeState is the tree as last built.
 type treeState struct {
 	tree     *router.Tree
-	accounts []string      // the accounts in tree
-	missing  []AccountSpec // the accounts left out
+	accounts []string      // the accounts whose namespace is known
+	missing  []AccountSpec // the others, mounted with a guessed namespace
 	err      error         // NewTree's
 }
 
@@ -73,6 +79,10 @@ type srcState struct {
 	again   bool         // another sync is wanted when it ends
 	waiting []chan error // told when the running sync ends
 	next    []chan error // told when the next sync ends
+	// After a failed sync the source is tried again after retryDelay
+	// (doubling up to maxSyncRetry), so that it comes back by itself.
+	retry      *time.Timer
+	retryDelay time.Duration
 }
 
 // run is the hub goroutine.
@@ -113,6 +123,13 @@ func (s *hubState) stop() {
 	close(h.quit)
 	h.cancel()
 	s.linger.Stop()
+	for _, vs := range s.mailboxes {
+		for _, ss := range vs.src {
+			if ss.retry != nil {
+				ss.retry.Stop()
+			}
+		}
+	}
 	for _, we := range s.watchers {
 		h.wg.Go(we.w.Stop)
 	}
@@ -131,23 +148,24 @@ func (s *hubState) stop() {
 	close(h.done)
 }
 
-// rebuildTree builds the tree from the known accounts, in spec order.
+// rebuildTree builds the tree of all accounts, in spec order, those
+// whose namespace is not known yet with a guessed one.
 func (s *hubState) rebuildTree() {
 	var accounts []router.TreeAccount
 	ts := treeState{}
 	for _, a := range s.h.spec.Accounts {
-		if ta, ok := s.known[a.Name]; ok {
-			accounts = append(accounts, ta)
+		ta, ok := s.known[a.Name]
+		if ok {
 			ts.accounts = append(ts.accounts, a.Name)
 		} else {
+			ta = router.TreeAccount{Name: a.Name, Prefix: a.Prefix, Delimiter: router.Delimiter}
 			ts.missing = append(ts.missing, a)
 		}
+		accounts = append(accounts, ta)
 	}
-	if len(accounts) > 0 {
-		ts.tree, ts.err = router.NewTree(accounts, s.h.spec.UnifiedInbox, s.h.spec.UnifiedSpecialUse)
-		if ts.err != nil {
-			ts.accounts = nil
-		}
+	ts.tree, ts.err = router.NewTree(accounts, s.h.spec.UnifiedInbox, s.h.spec.UnifiedSpecialUse)
+	if ts.err != nil {
+		ts.tree, ts.accounts = nil, nil
 	}
 	s.tree = ts
 }
@@ -302,6 +320,9 @@ func (s *hubState) unselect(sub *Subscriber) {
 		for _, ch := range append(ss.waiting, ss.next...) {
 			ch <- errUnselected
 		}
+		if ss.retry != nil {
+			ss.retry.Stop()
+		}
 		s.unwatch(key)
 	}
 	delete(s.mailboxes, vs.name)
@@ -425,8 +446,15 @@ func (ev syncDoneEvent) apply(s *hubState) {
 	}
 	ss := ev.ss
 	if ev.err != nil {
-		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err)
+		ss.retryDelay = min(max(2*ss.retryDelay, minSyncRetry), maxSyncRetry)
+		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err, "retry", ss.retryDelay)
+		if ss.retry != nil {
+			ss.retry.Stop()
+		}
+		h, key := s.h, ev.key
+		ss.retry = time.AfterFunc(ss.retryDelay, func() { h.noteChange(key) })
 	} else {
+		ss.retryDelay = 0
 		s.applySync(vs, ev.key, ss, ev.res)
 	}
 	for _, ch := range ss.waiting {

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -367,6 +368,25 @@ func TestHubSelectAndUpdates(t *testing.T) {
 	if n := h.watchStarts.Load(); n != 2 {
 		t.Errorf("%d watchers started, want one per source (2)", n)
 	}
+	// And each upstream sees one connection in IDLE.
+	for _, up := range []*memUpstream{e.work, e.home} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			idling := 0
+			for _, sent := range up.sent() {
+				if strings.Contains(sent, "IDLE\r\n") {
+					idling++
+				}
+			}
+			if idling == 1 {
+				break
+			}
+			if idling > 1 || time.Now().After(deadline) {
+				t.Fatalf("%d connections sent IDLE", idling)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	last := v1.Messages[2].VUID
 
 	// An APPEND by another client of one upstream.
@@ -481,9 +501,13 @@ func TestHubUnreachableAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"INBOX", "Sent", "Work", "Work/INBOX", "Work/Projects", "Work/Sent"}
+	// Home stays mounted, as an empty container.
+	want := []string{"Home", "INBOX", "Sent", "Work", "Work/INBOX", "Work/Projects", "Work/Sent"}
 	if got := folderNames(fs); !slices.Equal(got, want) {
 		t.Errorf("List = %q, want %q", got, want)
+	}
+	if _, err := h.Select(ctx, sub, "Home/INBOX"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("select Home/INBOX: %v", err)
 	}
 	for _, name := range []string{"Work/INBOX", "INBOX"} {
 		v, err := h.Select(ctx, sub, name)
@@ -526,15 +550,16 @@ func TestHubAccountComesBack(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// A new selection takes in home's INBOX; the session that had the
-	// mailbox selected gets its messages as new ones.
+	// The failed source is retried: the session that has the mailbox
+	// selected gets home's messages as new ones, and a new selection
+	// has them.
+	u := waitUpdate(t, sub1, "home back", func(u Update) bool { return len(u.Added) > 0 })
 	_, sub2 := e.attach(m)
 	v2, err := h.Select(ctx, sub2, "INBOX")
 	if err != nil || len(v2.Messages) != 2 || v2.Messages[1].Account != "home" {
 		t.Fatalf("select with home: %+v, %v", v2, err)
 	}
-	u := waitUpdate(t, sub1, "home back", func(u Update) bool { return len(u.Added) > 0 })
-	if len(u.Added) != 1 || u.Added[0].VUID != v2.Messages[1].VUID {
+	if len(u.Added) != 1 || u.Added[0].VUID != v2.Messages[1].VUID || u.Added[0].VUID <= v1.Messages[0].VUID {
 		t.Errorf("home back: %+v", u)
 	}
 }
