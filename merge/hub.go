@@ -200,11 +200,14 @@ func (h *Hub) Unselect(sub *Subscriber) {
 // Select syncs every source of virtual mailbox virtual, registers sub as
 // having it selected (its updates start from the returned view; pending
 // updates of an earlier selection are dropped) and returns the view.
-// Watchers (one per source for the user, shared) start before the syncs,
-// so no change falls between. A source that cannot be synced is left out
-// (its messages are missing, logged) unless none can, which is
-// ErrUnavailable. Errors from the tree (*router.TreeError) are the
-// client's.
+// Watchers (one per source for the user, shared) start with the syncs;
+// Watch has no ready signal, so a change that lands between a first
+// sync and its watcher's first EXAMINE shows with the next change. A
+// source that cannot be synced is left out (its messages are missing,
+// logged, and it is retried with backoff; they then come as updates)
+// unless none can: then the error is the upstream's NO (*imap.Error, a
+// missing mailbox) or else wraps ErrUnavailable. Errors from the tree
+// (*router.TreeError) are the client's.
 func (h *Hub) Select(ctx context.Context, sub *Subscriber, virtual string) (*MailboxView, error) {
 	tree, accounts, err := h.tree(ctx)
 	if err != nil {
@@ -246,6 +249,9 @@ func (h *Hub) Select(ctx context.Context, sub *Subscriber, virtual string) (*Mai
 		h.Unselect(sub)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if _, ok := errors.AsType[*imap.Error](lastErr); ok {
+			return nil, fmt.Errorf("merge: select %s: %w", name, lastErr)
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, name, lastErr)
 	}

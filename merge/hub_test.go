@@ -452,8 +452,12 @@ func TestHubUnifiedSent(t *testing.T) {
 	if len(v.Messages) != 3 || got["work/Sent"] != 1 || got["home/Sent Items"] != 2 {
 		t.Errorf("unified Sent: %+v", v.Messages)
 	}
-	if _, err := h.Select(context.Background(), sub, "Home"); err == nil {
-		t.Error("a container was selected")
+	if _, err := h.Select(context.Background(), sub, "Home"); !errors.Is(err, ErrNotSelectable) {
+		t.Errorf("select of a container: %v", err)
+	}
+	_, err = h.Select(context.Background(), sub, "Work/Nope")
+	if _, ok := errors.AsType[*imap.Error](err); !ok || errors.Is(err, ErrUnavailable) {
+		t.Errorf("select of a missing folder: %v", err)
 	}
 }
 
