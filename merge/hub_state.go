@@ -340,7 +340,10 @@ func (s *hubState) watch(key srcKey) {
 		Mailbox:  key.Mailbox,
 		Interval: h.m.o.WatchInterval,
 		OnChange: func() { h.noteChange(key) },
-		Logger:   h.log.With("account", key.Account),
+		// The first sync may have run before the watch was ready: one more
+		// closes the window in which a change could go unseen.
+		OnReady: func() { h.noteChange(key) },
+		Logger:  h.log.With("account", key.Account),
 	})
 	h.watchStarts.Add(1)
 	s.watchers[key] = &watchEntry{w: w, refs: 1}

@@ -58,6 +58,11 @@ type WatchOptions struct {
 	// VANISHED is never seen: imapclient does not parse it, and the
 	// watcher does not enable QRESYNC.
 	OnChange func()
+	// OnReady, if set, is called like OnChange each time the mailbox has
+	// been selected and watching begins, the first time included. A caller
+	// that synced before the watch was ready re-syncs here, so that no
+	// change falls between its sync and the watch.
+	OnReady func()
 	// Logger gets reconnects and failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -148,6 +153,9 @@ func (w *Watch) session(ctx context.Context, reconnect bool) (selected bool, err
 	if reconnect {
 		w.o.Logger.Info("watcher: reconnected")
 		w.changed.Store(true) // report at once, below
+	}
+	if w.o.OnReady != nil && ctx.Err() == nil {
+		w.o.OnReady()
 	}
 	if w.o.NoIdle || !c.Caps().Has(imap.CapIdle) {
 		return true, w.poll(ctx, c)

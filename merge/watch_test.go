@@ -237,3 +237,21 @@ func TestWatchStop(t *testing.T) {
 		t.Errorf("Stop took %v", d)
 	}
 }
+
+// TestWatchOnReady checks that OnReady comes once the mailbox is selected,
+// before any change, so that a caller can close the window between its
+// first sync and the watch.
+func TestWatchOnReady(t *testing.T) {
+	ready := make(chan struct{}, 4)
+	h := startWatch(t, WatchOptions{Interval: time.Minute, OnReady: func() { ready <- struct{}{} }})
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnReady not called after the first EXAMINE")
+	}
+	h.wantQuiet(300*time.Millisecond, "nothing changed")
+	h.stop()
+	if len(ready) != 0 {
+		t.Fatalf("OnReady called %d more times without a reconnect", len(ready))
+	}
+}
