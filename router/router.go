@@ -31,10 +31,11 @@ type Plan struct {
 	// User is the canonical user name: the [[user]] name for a listed
 	// user (spelled as in the configuration), else the login as given.
 	User string
-	// Mode is what the proxy does with the session; only config.ModeRoute
-	// for now.
+	// Mode is what the proxy does with the session: config.ModeRoute
+	// (the Upstream fields say where) or config.ModeMerge (Merge says
+	// which accounts).
 	Mode config.Mode
-	// Upstream is the name of the [[upstream]] to log in to.
+	// Upstream is the name of the [[upstream]] to log in to (route mode).
 	Upstream string
 	// UpstreamUser is the login name at the upstream, template expanded.
 	UpstreamUser string
@@ -42,8 +43,45 @@ type Plan struct {
 	// (resolved by auth.ResolveSecret).
 	UpstreamPassword config.Secret
 	// Verify says who checks the client's password: the proxy (it holds a
-	// hash for the user) or the upstream.
+	// hash for the user) or the upstream. For a merge user verified by the
+	// upstream, the upstream of the first account is the one that checks
+	// it (the configuration requires every account's password to be
+	// passthrough then, so every account shares the client's password).
 	Verify config.Verify
+	// Merge is the merged user's accounts, for config.ModeMerge; nil
+	// otherwise.
+	Merge *MergePlan
+}
+
+// MergePlan is what a merge-mode user's session serves.
+type MergePlan struct {
+	// Accounts are the user's accounts, in configuration order.
+	Accounts []MergeAccount
+	// UnifiedInbox makes the top-level INBOX the union of every
+	// account's.
+	UnifiedInbox bool
+	// UnifiedSpecialUse lists the unified special uses (normalized by
+	// the config's validation: "\Sent", ...).
+	UnifiedSpecialUse []string
+	// DefaultAccount is the account that receives messages appended to a
+	// unified folder ("" when nothing is unified).
+	DefaultAccount string
+}
+
+// MergeAccount is one account of a merged user.
+type MergeAccount struct {
+	// Name is the account's name, unique within the user.
+	Name string
+	// Upstream is the name of the [[upstream]] the account lives on.
+	Upstream string
+	// Username is the login name there (default: the user's name).
+	Username string
+	// Password says where the account's password comes from (default
+	// passthrough: the client's own).
+	Password config.Secret
+	// Prefix is the folder the account is mounted under ("": the
+	// primary account, at the top level).
+	Prefix string
 }
 
 // Router answers routing questions from one configuration. It copies what
@@ -174,7 +212,11 @@ func (r *Router) planUser(u *config.User) (Plan, error) {
 	if mode == "" {
 		mode = config.ModeRoute
 	}
-	if mode != config.ModeRoute {
+	switch mode {
+	case config.ModeRoute:
+	case config.ModeMerge:
+		return r.planMerge(u, verify)
+	default:
 		return Plan{}, fmt.Errorf("router: user %q: mode %q is not supported", u.Name, mode)
 	}
 	if u.Upstream == "" {
@@ -207,6 +249,36 @@ func (r *Router) planUser(u *config.User) (Plan, error) {
 		UpstreamPassword: defaultSecret(u.UpstreamPassword),
 		Verify:           verify,
 	}, nil
+}
+
+// planMerge builds the plan of merge-mode user u. Every account's
+// upstream must be defined; [[route]] rules play no part.
+func (r *Router) planMerge(u *config.User, verify config.Verify) (Plan, error) {
+	if len(u.Accounts) == 0 {
+		return Plan{}, fmt.Errorf("router: user %q: mode \"merge\" without accounts", u.Name)
+	}
+	mp := &MergePlan{
+		UnifiedInbox:      u.UnifiedInbox,
+		UnifiedSpecialUse: append([]string(nil), u.UnifiedSpecialUse...),
+		DefaultAccount:    u.DefaultAccount,
+	}
+	for _, a := range u.Accounts {
+		if !r.upstreams[a.Upstream] {
+			return Plan{}, fmt.Errorf("router: user %q: account %q: upstream %q is not defined", u.Name, a.Name, a.Upstream)
+		}
+		username := a.Username
+		if username == "" {
+			username = u.Name
+		}
+		mp.Accounts = append(mp.Accounts, MergeAccount{
+			Name:     a.Name,
+			Upstream: a.Upstream,
+			Username: username,
+			Password: defaultSecret(a.Password),
+			Prefix:   a.Prefix,
+		})
+	}
+	return Plan{User: u.Name, Mode: config.ModeMerge, Verify: verify, Merge: mp}, nil
 }
 
 // planFromRule builds a plan for name from rule. A non-empty upUser or

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -52,41 +53,41 @@ func TestPlan(t *testing.T) {
 		err   error // nil: want must equal the plan
 	}{
 		{"listed user with upstream and hash", "alice@example.com",
-			Plan{"alice@example.com", config.ModeRoute, "a", "alice@example.com", passthrough, config.VerifyProxy}, nil},
+			Plan{"alice@example.com", config.ModeRoute, "a", "alice@example.com", passthrough, config.VerifyProxy, nil}, nil},
 		{"listed user matched case-insensitively, canonical name kept", "ALICE@Example.COM",
-			Plan{"alice@example.com", config.ModeRoute, "a", "alice@example.com", passthrough, config.VerifyProxy}, nil},
+			Plan{"alice@example.com", config.ModeRoute, "a", "alice@example.com", passthrough, config.VerifyProxy, nil}, nil},
 		{"config spelling is canonical", "frank@example.com",
-			Plan{"Frank@Example.com", config.ModeRoute, "a", "Frank@Example.com", passthrough, config.VerifyUpstream}, nil},
+			Plan{"Frank@Example.com", config.ModeRoute, "a", "Frank@Example.com", passthrough, config.VerifyUpstream, nil}, nil},
 		{"listed user without hash, own upstream user and secret", "bob@example.com",
-			Plan{"bob@example.com", config.ModeRoute, "b", "robert", envSecret, config.VerifyUpstream}, nil},
+			Plan{"bob@example.com", config.ModeRoute, "b", "robert", envSecret, config.VerifyUpstream, nil}, nil},
 		{"listed user with hash, no upstream: rule gives upstream and template", "carol@example.com",
-			Plan{"carol@example.com", config.ModeRoute, "b", "carol", passthrough, config.VerifyProxy}, nil},
+			Plan{"carol@example.com", config.ModeRoute, "b", "carol", passthrough, config.VerifyProxy, nil}, nil},
 		{"listed user with hash passes a verify=proxy rule; own fields win", "erin@corp.test",
-			Plan{"erin@corp.test", config.ModeRoute, "c", "erin-up", fileSecret, config.VerifyProxy}, nil},
+			Plan{"erin@corp.test", config.ModeRoute, "c", "erin-up", fileSecret, config.VerifyProxy, nil}, nil},
 		{"listed user without hash is refused by a verify=proxy rule", "dave@corp.test", Plan{}, ErrNoRoute},
 		{"unlisted login is refused by a verify=proxy rule (first match decides)", "zed@corp.test", Plan{}, ErrNoRoute},
 		{"unlisted login, glob on whole login", "zed@example.com",
-			Plan{"zed@example.com", config.ModeRoute, "b", "zed", passthrough, config.VerifyUpstream}, nil},
+			Plan{"zed@example.com", config.ModeRoute, "b", "zed", passthrough, config.VerifyUpstream, nil}, nil},
 		{"unlisted login keeps its spelling", "Zed@EXAMPLE.com",
-			Plan{"Zed@EXAMPLE.com", config.ModeRoute, "b", "Zed", passthrough, config.VerifyUpstream}, nil},
+			Plan{"Zed@EXAMPLE.com", config.ModeRoute, "b", "Zed", passthrough, config.VerifyUpstream, nil}, nil},
 		{"rule order: admin* comes before *@example.com", "admin@example.com",
-			Plan{"admin@example.com", config.ModeRoute, "legacy", "admin+example.com", fileSecret, config.VerifyUpstream}, nil},
+			Plan{"admin@example.com", config.ModeRoute, "legacy", "admin+example.com", fileSecret, config.VerifyUpstream, nil}, nil},
 		{"domain rule, default template", "x@example.org",
-			Plan{"x@example.org", config.ModeRoute, "c", "x@example.org", envSecret, config.VerifyUpstream}, nil},
+			Plan{"x@example.org", config.ModeRoute, "c", "x@example.org", envSecret, config.VerifyUpstream, nil}, nil},
 		{"domain rule is case-insensitive", "x@EXAMPLE.ORG",
-			Plan{"x@EXAMPLE.ORG", config.ModeRoute, "c", "x@EXAMPLE.ORG", envSecret, config.VerifyUpstream}, nil},
+			Plan{"x@EXAMPLE.ORG", config.ModeRoute, "c", "x@EXAMPLE.ORG", envSecret, config.VerifyUpstream, nil}, nil},
 		{"domain rule does not match a subdomain", "x@sub.example.org", Plan{}, ErrNoRoute},
 		{"domain rule does not match a login without @", "example.org", Plan{}, ErrNoRoute},
 		{"domain pattern needs a domain part", "nodomain", Plan{}, ErrNoRoute},
 		{"glob with subdomain", "y@mx.example.net",
-			Plan{"y@mx.example.net", config.ModeRoute, "a", "mx.example.net", passthrough, config.VerifyUpstream}, nil},
+			Plan{"y@mx.example.net", config.ModeRoute, "a", "mx.example.net", passthrough, config.VerifyUpstream, nil}, nil},
 		{"no rule matches", "someone@else.test", Plan{}, ErrNoRoute},
 		{"rule names an undefined upstream", "u@broken.test", Plan{}, errConfig},
 		{"user names an undefined upstream", "ghost@nowhere.test", Plan{}, errConfig},
-		{"unsupported mode", "merge@example.com", Plan{}, errConfig},
+		{"merge user without accounts", "merge@example.com", Plan{}, errConfig},
 		{"template expanding to empty", "@blank.test", Plan{}, ErrNoRoute},
 		{"template not re-expanded", "{domain}@empty.test",
-			Plan{"{domain}@empty.test", config.ModeRoute, "a", "empty.testxempty.test", passthrough, config.VerifyUpstream}, nil},
+			Plan{"{domain}@empty.test", config.ModeRoute, "a", "empty.testxempty.test", passthrough, config.VerifyUpstream, nil}, nil},
 		{"empty login", "", Plan{}, ErrBadLogin},
 		{"space", "a b@example.com", Plan{}, ErrBadLogin},
 		{"tab", "a\tb@example.com", Plan{}, ErrBadLogin},
@@ -99,9 +100,9 @@ func TestPlan(t *testing.T) {
 		{"invalid UTF-8", "a\xff@example.com", Plan{}, ErrBadLogin},
 		{"too long", strings.Repeat("a", 245) + "@example.com", Plan{}, ErrBadLogin},
 		{"longest allowed", strings.Repeat("a", 244) + "@example.com",
-			Plan{strings.Repeat("a", 244) + "@example.com", config.ModeRoute, "b", strings.Repeat("a", 244), passthrough, config.VerifyUpstream}, nil},
+			Plan{strings.Repeat("a", 244) + "@example.com", config.ModeRoute, "b", strings.Repeat("a", 244), passthrough, config.VerifyUpstream, nil}, nil},
 		{"non-ASCII compares exactly", "zoë@example.com",
-			Plan{"zoë@example.com", config.ModeRoute, "b", "zoë", passthrough, config.VerifyUpstream}, nil},
+			Plan{"zoë@example.com", config.ModeRoute, "b", "zoë", passthrough, config.VerifyUpstream, nil}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,5 +249,64 @@ func TestPlanVerifiedAndPolicy(t *testing.T) {
 	cfg.Auth.Require2FA = true
 	if req, _ := New(cfg).Policy("dave@proxy.test"); !req {
 		t.Errorf("global require_2fa not applied")
+	}
+}
+
+func TestPlanMerge(t *testing.T) {
+	cfg := &config.Config{
+		Upstreams: []config.Upstream{{Name: "a"}, {Name: "b"}},
+		Users: []config.User{
+			{Name: "Mia", PasswordHash: "h", Mode: config.ModeMerge, UnifiedInbox: true,
+				UnifiedSpecialUse: []string{`\Sent`}, DefaultAccount: "work",
+				Accounts: []config.Account{
+					{Name: "work", Upstream: "a", Prefix: "Work", Password: envSecret},
+					{Name: "home", Upstream: "b", Username: "mia-home", Prefix: "Home"},
+				}},
+			{Name: "ned", Mode: config.ModeMerge, Accounts: []config.Account{
+				{Name: "one", Upstream: "a"}, {Name: "two", Upstream: "b", Prefix: "Two"},
+			}},
+			{Name: "broken", Mode: config.ModeMerge, Accounts: []config.Account{{Name: "x", Upstream: "missing"}}},
+		},
+		// A rule matching everything must not turn merge users into routes.
+		Routes: []config.Route{{Match: "*", Upstream: "a"}},
+	}
+	r := New(cfg)
+	p, err := r.Plan("mia")
+	if err != nil {
+		t.Fatalf("Plan(mia): %v", err)
+	}
+	want := &MergePlan{
+		Accounts: []MergeAccount{
+			{Name: "work", Upstream: "a", Username: "Mia", Password: envSecret, Prefix: "Work"},
+			{Name: "home", Upstream: "b", Username: "mia-home", Password: passthrough, Prefix: "Home"},
+		},
+		UnifiedInbox: true, UnifiedSpecialUse: []string{`\Sent`}, DefaultAccount: "work",
+	}
+	if p.User != "Mia" || p.Mode != config.ModeMerge || p.Verify != config.VerifyProxy || p.Upstream != "" || p.Merge == nil {
+		t.Fatalf("Plan(mia) = %+v", p)
+	}
+	if !reflect.DeepEqual(p.Merge, want) {
+		t.Fatalf("Plan(mia).Merge\n got %+v\nwant %+v", p.Merge, want)
+	}
+	// The plan does not share the configuration's slices.
+	cfg.Users[0].UnifiedSpecialUse[0] = `\Junk`
+	if p.Merge.UnifiedSpecialUse[0] != `\Sent` {
+		t.Errorf("plan shares the configuration's unified_special_use")
+	}
+
+	p, err = r.Plan("ned")
+	if err != nil || p.Mode != config.ModeMerge || p.Verify != config.VerifyUpstream ||
+		len(p.Merge.Accounts) != 2 || p.Merge.Accounts[0].Username != "ned" || p.Merge.Accounts[0].Prefix != "" {
+		t.Fatalf("Plan(ned) = %+v, %v", p, err)
+	}
+	if !r.VerifiedByUpstream("ned") {
+		t.Errorf("a merge user without a hash is not verified by the upstream")
+	}
+	p, err = r.PlanVerified("ned")
+	if err != nil || p.Mode != config.ModeMerge || p.Verify != config.VerifyProxy {
+		t.Fatalf("PlanVerified(ned) = %+v, %v", p, err)
+	}
+	if _, err := r.Plan("broken"); err == nil || errors.Is(err, ErrNoRoute) {
+		t.Fatalf("Plan(broken) = %v, want a configuration error", err)
 	}
 }
