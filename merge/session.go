@@ -1,0 +1,285 @@
+package merge
+
+// This file holds the merged-account IMAP session: go-imap's
+// imapserver.Session over a user's hub. One Session serves one client
+// connection; imapserver calls its methods one at a time, so a Session
+// needs no lock of its own. The hub's updates reach the session through
+// its Subscriber and are written by Poll and Idle.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// Session is one client connection of a merged user.
+type Session struct {
+	m    *Manager
+	hub  *Hub
+	sub  *Subscriber
+	spec UserSpec
+	log  *slog.Logger
+
+	ctx    context.Context // ends with Close; upstream commands run under it
+	cancel context.CancelFunc
+
+	sel *selection // nil when no mailbox is selected
+}
+
+// selection is the session's selected virtual mailbox.
+type selection struct {
+	name        string // the store's name of the virtual mailbox
+	readOnly    bool   // EXAMINE: no change of the mailbox through this session
+	uidValidity uint32
+	snap        *Snapshot
+	msgs        map[VUID]*sessMessage
+	// searchRes is the last SEARCH ... SAVE result ("$").
+	searchRes []VUID
+	// removed are vuids the hub reported gone that could not be
+	// announced yet (no EXPUNGE allowed during FETCH, STORE, SEARCH).
+	removed []VUID
+	// existsDue and flagsDue are what absorb took in that the client
+	// has not been told yet (EXISTS, FETCH FLAGS).
+	existsDue bool
+	flagsDue  []VUID
+}
+
+// sessMessage is one message of the selection and where it lives.
+type sessMessage struct {
+	account string
+	mailbox string
+	uid     imap.UID
+	flags   []imap.Flag
+}
+
+var (
+	_ imapserver.Session          = (*Session)(nil)
+	_ imapserver.SessionNamespace = (*Session)(nil)
+	_ imapserver.SessionMove      = (*Session)(nil)
+)
+
+// NewSession attaches a client session to the user's hub; Close detaches
+// it.
+func (m *Manager) NewSession(ctx context.Context, spec UserSpec) (imapserver.Session, error) {
+	h, sub, err := m.Attach(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{m: m, hub: h, sub: sub, spec: spec, log: h.log}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Close ends the session: its selection and its use of the hub.
+func (s *Session) Close() error {
+	s.cancel()
+	s.hub.Detach(s.sub)
+	s.sel = nil
+	return nil
+}
+
+// Login is refused: a merged session starts authenticated.
+func (s *Session) Login(username, password string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed, Text: "Already authenticated"}
+}
+
+// Namespace reports one personal namespace, "" with "/" as delimiter.
+func (s *Session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: '/'}}}, nil
+}
+
+// Select selects (or, with options.ReadOnly, examines) a virtual mailbox:
+// the hub syncs its sources and the session keeps the snapshot.
+func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	readOnly := options != nil && options.ReadOnly
+	s.sel = nil
+	view, err := s.hub.Select(s.ctx, s.sub, name)
+	if err != nil {
+		return nil, s.clientErr("select", name, err)
+	}
+	sel := &selection{
+		name:        view.VMailbox.Name,
+		readOnly:    readOnly,
+		uidValidity: view.VMailbox.UIDValidity,
+		msgs:        make(map[VUID]*sessMessage, len(view.Messages)),
+	}
+	vuids := make([]VUID, len(view.Messages))
+	var firstUnseen uint32
+	for i, vm := range view.Messages {
+		vuids[i] = vm.VUID
+		sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
+		if firstUnseen == 0 && !hasFlag(vm.Flags, imap.FlagSeen) {
+			firstUnseen = uint32(i + 1)
+		}
+	}
+	sel.snap = NewSnapshot(vuids)
+	s.sel = sel
+	data := &imap.SelectData{
+		Flags:             view.Flags,
+		NumMessages:       uint32(len(vuids)),
+		FirstUnseenSeqNum: firstUnseen,
+		UIDNext:           imap.UID(view.VMailbox.UIDNext),
+		UIDValidity:       view.VMailbox.UIDValidity,
+	}
+	if !readOnly {
+		data.PermanentFlags = view.PermanentFlags
+	}
+	return data, nil
+}
+
+// Unselect ends the selection.
+func (s *Session) Unselect() error {
+	s.hub.Unselect(s.sub)
+	s.sel = nil
+	return nil
+}
+
+// Poll writes the updates the hub queued: EXPUNGE (only when
+// allowExpunge; else they wait), EXISTS and FETCH FLAGS.
+func (s *Session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if err := s.sub.Err(); err != nil {
+		return s.clientErr("poll", "", err)
+	}
+	return s.flush(w, allowExpunge)
+}
+
+// Idle writes updates as they come until stop is closed.
+func (s *Session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	for {
+		if err := s.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-s.sub.Updates():
+		}
+	}
+}
+
+// flush takes the hub's updates and writes them.
+func (s *Session) flush(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.absorb()
+	sel := s.sel
+	if sel == nil {
+		return nil
+	}
+	if allowExpunge {
+		if err := s.writeExpunges(w.WriteExpunge); err != nil {
+			return err
+		}
+	}
+	if sel.existsDue {
+		sel.existsDue = false
+		if err := w.WriteNumMessages(uint32(sel.snap.Len())); err != nil {
+			return err
+		}
+	}
+	flags := sortUnique(sel.flagsDue)
+	sel.flagsDue = nil
+	for _, v := range flags {
+		seq, ok := sel.snap.Seq(v)
+		m := sel.msgs[v]
+		if !ok || m == nil {
+			continue
+		}
+		if err := w.WriteMessageFlags(seq, imap.UID(v), m.flags); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// absorb applies the hub's pending updates to the selection: removals
+// are kept for writeExpunges, additions go into the snapshot, flags into
+// the messages, and what the client must be told is noted for flush.
+func (s *Session) absorb() {
+	us := s.sub.Take()
+	sel := s.sel
+	if sel == nil {
+		return
+	}
+	for _, u := range us {
+		if u.Mailbox != sel.name {
+			continue
+		}
+		sel.removed = append(sel.removed, u.Removed...)
+		var vs []VUID
+		for _, vm := range u.Added {
+			if _, ok := sel.msgs[vm.VUID]; ok {
+				continue
+			}
+			sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
+			vs = append(vs, vm.VUID)
+		}
+		if len(vs) > 0 {
+			if _, err := sel.snap.Add(vs); err != nil {
+				s.log.Error("session: updates out of order", "mailbox", sel.name, "err", err)
+				continue
+			}
+			sel.existsDue = true
+		}
+		for _, vm := range u.Flags {
+			m := sel.msgs[vm.VUID]
+			if m == nil || sameFlags(m.flags, vm.Flags) {
+				continue
+			}
+			m.flags = slices.Clone(vm.Flags)
+			sel.flagsDue = append(sel.flagsDue, vm.VUID)
+		}
+	}
+}
+
+// writeExpunges announces the pending removals with write (EXPUNGE).
+func (s *Session) writeExpunges(write func(uint32) error) error {
+	sel := s.sel
+	if sel == nil || len(sel.removed) == 0 {
+		return nil
+	}
+	removed := sel.removed
+	sel.removed = nil
+	for _, seq := range sel.snap.Expunge(removed) {
+		if err := write(seq); err != nil {
+			return err
+		}
+	}
+	for _, v := range removed {
+		delete(sel.msgs, v)
+	}
+	return nil
+}
+
+// selected returns the selection, or an error if there is none.
+func (s *Session) selected() (*selection, error) {
+	if s.sel == nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "No mailbox selected"}
+	}
+	return s.sel, nil
+}
+
+// writable fails for an EXAMINEd mailbox.
+func (sel *selection) writable() error {
+	if sel.readOnly {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY", Text: "Mailbox is read-only (EXAMINE)"}
+	}
+	return nil
+}
+
+// resolve returns the vuids numSet names.
+func (sel *selection) resolve(numSet imap.NumSet) ([]VUID, error) {
+	vs, err := sel.snap.Resolve(numSet, sel.searchRes)
+	if errors.Is(err, ErrBadSeq) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Message sequence number out of range"}
+	}
+	return vs, err
+}
+
+// hasFlag reports whether fs has f (flags are case-insensitive).
+func hasFlag(fs []imap.Flag, f imap.Flag) bool {
+	return slices.ContainsFunc(fs, func(g imap.Flag) bool { return strings.EqualFold(string(f), string(g)) })
+}

@@ -1,0 +1,263 @@
+package merge
+
+// This file holds the commands that change messages of the selected
+// mailbox: STORE, EXPUNGE, COPY and MOVE. All of them refuse an
+// EXAMINEd mailbox (COPY, which only reads it, excepted).
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// Store changes flags upstream (UID STORE per source), then reads them
+// back and writes them as FETCH FLAGS unless Silent.
+func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	sel, err := s.selected()
+	if err != nil {
+		return err
+	}
+	if err := sel.writable(); err != nil {
+		return err
+	}
+	vuids, err := sel.resolve(numSet)
+	if err != nil {
+		return err
+	}
+	st := &imap.StoreFlags{Op: flags.Op, Silent: true}
+	for _, f := range flags.Flags {
+		if !strings.EqualFold(string(f), `\Recent`) {
+			st.Flags = append(st.Flags, f)
+		}
+	}
+	cs := s.conns()
+	defer cs.release()
+	changed := make(map[VUID]bool)
+	for _, g := range sel.groupBySource(vuids) {
+		c, _, err := cs.get(g.key.Account, g.key.Mailbox, false)
+		if err != nil {
+			return s.clientErr("store", sel.name, err)
+		}
+		err = c.Do(s.ctx, func(ic *imapclient.Client) error {
+			return ic.Store(g.uidSet(), st, nil).Close()
+		})
+		if err != nil {
+			return s.clientErr("store", sel.name, err)
+		}
+		items, err := c.FetchFlags(s.ctx, g.uidSet())
+		if err != nil {
+			return s.clientErr("store", sel.name, err)
+		}
+		byUID := make(map[imap.UID]VUID, len(g.uids))
+		for i, u := range g.uids {
+			byUID[u] = g.vuids[i]
+		}
+		for _, it := range items {
+			v, ok := byUID[it.UID]
+			if !ok {
+				continue
+			}
+			sel.msgs[v].flags = slices.Clone(it.Flags)
+			changed[v] = true
+		}
+	}
+	if flags.Silent {
+		return nil
+	}
+	for _, v := range vuids {
+		seq, ok := sel.snap.Seq(v)
+		if !ok || !changed[v] {
+			continue
+		}
+		rw := w.CreateMessage(seq)
+		rw.WriteUID(imap.UID(v))
+		rw.WriteFlags(sel.msgs[v].flags)
+		if err := rw.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Expunge removes the selection's \Deleted messages (of uids only, if
+// given) upstream: UID EXPUNGE where the upstream has UIDPLUS, else a
+// plain EXPUNGE, which removes every \Deleted message of the upstream
+// mailbox (as EXPUNGE of the mailbox would anyway, but not for UID
+// EXPUNGE: then NO [CANNOT]). The sources are re-synced and the
+// removals written.
+func (s *Session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	sel, err := s.selected()
+	if err != nil {
+		return err
+	}
+	if err := sel.writable(); err != nil {
+		return err
+	}
+	vuids := sel.snap.VUIDs()
+	if uids != nil {
+		if vuids, err = sel.resolve(*uids); err != nil {
+			return err
+		}
+	}
+	var deleted []VUID
+	for _, v := range vuids {
+		if m := sel.msgs[v]; m != nil && hasFlag(m.flags, imap.FlagDeleted) {
+			deleted = append(deleted, v)
+		}
+	}
+	cs := s.conns()
+	defer cs.release()
+	var keys []srcKey
+	for _, g := range sel.groupBySource(deleted) {
+		c, _, err := cs.get(g.key.Account, g.key.Mailbox, false)
+		if err != nil {
+			return s.clientErr("expunge", sel.name, err)
+		}
+		if c.Caps().Has(imap.CapUIDPlus) || c.Caps().Has(imap.CapIMAP4rev2) {
+			_, err = c.UIDExpunge(s.ctx, g.uidSet())
+		} else if uids != nil {
+			err = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "UID EXPUNGE is not possible on one of the accounts"}
+		} else {
+			err = c.Do(s.ctx, func(ic *imapclient.Client) error { return ic.Expunge().Close() })
+		}
+		if err != nil {
+			return s.clientErr("expunge", sel.name, err)
+		}
+		keys = append(keys, g.key)
+	}
+	if len(keys) > 0 {
+		cs.release()
+		s.resync(keys)
+	}
+	s.absorb()
+	return s.writeExpunges(w.WriteExpunge)
+}
+
+// Copy copies messages within one account (upstream UID COPY per
+// source). Copies between accounts are NO [CANNOT] for now.
+func (s *Session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+	data, _, err := s.copyMove(numSet, dest, false)
+	return data, err
+}
+
+// Move moves messages within one account (upstream UID MOVE per
+// source), then writes COPYUID and the EXPUNGEs.
+func (s *Session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	sel, err := s.selected()
+	if err != nil {
+		return err
+	}
+	if err := sel.writable(); err != nil {
+		return err
+	}
+	data, keys, err := s.copyMove(numSet, dest, true)
+	if err != nil {
+		return err
+	}
+	if err := w.WriteCopyData(data); err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		s.resync(keys)
+	}
+	s.absorb()
+	return s.writeExpunges(w.WriteExpunge)
+}
+
+// copyMove runs COPY or MOVE and returns the COPYUID data in virtual
+// UIDs (nil when an upstream gave none) and the sources it moved from.
+func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, []srcKey, error) {
+	op := "copy"
+	if move {
+		op = "move"
+	}
+	sel, err := s.selected()
+	if err != nil {
+		return nil, nil, err
+	}
+	vuids, err := sel.resolve(numSet)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := s.writeTarget(dest)
+	if err != nil {
+		return nil, nil, s.clientErr(op, dest, err)
+	}
+	groups := sel.groupBySource(vuids)
+	for _, g := range groups {
+		if g.key.Account != t.src.Account {
+			return nil, nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Copying between accounts is not supported yet"}
+		}
+	}
+	cs := s.conns()
+	defer cs.release()
+	var srcV []VUID
+	var dstU []uint32
+	var uidValidity uint32
+	complete := true
+	var keys []srcKey
+	for _, g := range groups {
+		c, _, err := cs.get(g.key.Account, g.key.Mailbox, !move)
+		if err != nil {
+			return nil, keys, s.clientErr(op, dest, err)
+		}
+		var cd *imap.CopyData
+		err = c.Do(s.ctx, func(ic *imapclient.Client) error {
+			if move {
+				md, err := ic.Move(g.uidSet(), t.src.Mailbox).Wait()
+				if err == nil && md != nil && md.UIDValidity != 0 {
+					su, _ := md.SourceUIDs.(imap.UIDSet)
+					du, _ := md.DestUIDs.(imap.UIDSet)
+					cd = &imap.CopyData{UIDValidity: md.UIDValidity, SourceUIDs: su, DestUIDs: du}
+				}
+				return err
+			}
+			var err error
+			cd, err = ic.Copy(g.uidSet(), t.src.Mailbox).Wait()
+			return err
+		})
+		if err != nil {
+			return nil, keys, s.clientErr(op, dest, err)
+		}
+		if move {
+			keys = append(keys, g.key)
+		}
+		if cd == nil || cd.UIDValidity == 0 {
+			complete = false
+			continue
+		}
+		src, ok1 := cd.SourceUIDs.Nums()
+		dst, ok2 := cd.DestUIDs.Nums()
+		if !ok1 || !ok2 || len(src) != len(dst) {
+			complete = false
+			continue
+		}
+		byUID := make(map[imap.UID]VUID, len(g.uids))
+		for i, u := range g.uids {
+			byUID[u] = g.vuids[i]
+		}
+		uidValidity = cd.UIDValidity
+		for i, u := range src {
+			srcV = append(srcV, byUID[u])
+			dstU = append(dstU, uint32(dst[i]))
+		}
+	}
+	if !complete || len(dstU) == 0 {
+		return nil, keys, nil
+	}
+	vm, dstV, err := s.mapNew(t, uidValidity, dstU)
+	if err != nil || len(dstV) != len(srcV) {
+		s.log.Warn(op+": no virtual UIDs for COPYUID", "mailbox", t.storeName, "err", err)
+		return nil, keys, nil
+	}
+	var data imap.CopyData
+	data.UIDValidity = vm.UIDValidity
+	for i := range srcV {
+		data.SourceUIDs.AddNum(imap.UID(srcV[i]))
+		data.DestUIDs.AddNum(imap.UID(dstV[i]))
+	}
+	return &data, keys, nil
+}
