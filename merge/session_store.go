@@ -87,11 +87,15 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 // plain EXPUNGE, which removes every \Deleted message of the upstream
 // mailbox (as EXPUNGE of the mailbox would anyway, but not for UID
 // EXPUNGE: then NO [CANNOT]). The sources are re-synced and the
-// removals written.
+// removals written. CLOSE (imapserver's Expunge with a writer that
+// writes nothing) of an EXAMINEd mailbox expunges nothing and succeeds.
 func (s *Session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
 	sel, err := s.selected()
 	if err != nil {
 		return err
+	}
+	if sel.readOnly && uids == nil && w != nil && *w == (imapserver.ExpungeWriter{}) {
+		return nil // CLOSE of an EXAMINEd mailbox: nothing to expunge
 	}
 	if err := sel.writable(); err != nil {
 		return err

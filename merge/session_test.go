@@ -436,3 +436,120 @@ func TestSessionAppendCreateRename(t *testing.T) {
 	_, err := c.Select("Nope/X", nil).Wait()
 	wantCode(t, "SELECT outside every account", err, imap.ResponseCodeNonExistent)
 }
+
+func TestSessionIdleAndRestart(t *testing.T) {
+	e := newSessEnv(t)
+	exists := make(chan uint32, 16)
+	expunged := make(chan uint32, 16)
+	_, c := e.serve(&imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				exists <- *d.NumMessages
+			}
+		},
+		Expunge: func(seq uint32) { expunged <- seq },
+	})
+	sd, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := e.home.put("INBOX")
+	select {
+	case n := <-exists:
+		if n != sd.NumMessages+1 {
+			t.Errorf("EXISTS %d, want %d", n, sd.NumMessages+1)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no EXISTS within 5s while idling")
+	}
+	e.home.expunge("INBOX", uid)
+	select {
+	case seq := <-expunged:
+		if seq != sd.NumMessages+1 {
+			t.Errorf("EXPUNGE %d, want %d", seq, sd.NumMessages+1)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no EXPUNGE within 5s while idling")
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	// UIDs stay across a new Manager on the same store.
+	uids := func(c *imapclient.Client) (uint32, []imap.UID) {
+		t.Helper()
+		sd, err := c.Select("Work/INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bufs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []imap.UID
+		for _, b := range bufs {
+			out = append(out, b.UID)
+		}
+		return sd.UIDValidity, out
+	}
+	v1, u1 := uids(c)
+	m2, c2 := e.serve(nil)
+	_ = m2
+	v2, u2 := uids(c2)
+	if v1 != v2 || !slices.Equal(u1, u2) || len(u1) == 0 {
+		t.Errorf("before: %d %v; after: %d %v", v1, u1, v2, u2)
+	}
+}
+
+func TestSessionCopyMove(t *testing.T) {
+	e := newSessEnv(t)
+	_, c := e.serve(nil)
+	if _, err := c.Select("Work/INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	n := len(upstreamFlags(e.work, "INBOX"))
+	archive := len(upstreamFlags(e.work, "Archive"))
+	cd, err := c.Copy(imap.SeqSetNum(1), "Work/Archive").Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(upstreamFlags(e.work, "Archive")); got != archive+1 {
+		t.Errorf("COPY: Archive has %d messages, want %d", got, archive+1)
+	}
+	st, err := c.Status("Work/Archive", &imap.StatusOptions{UIDValidity: true, UIDNext: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst, _ := cd.DestUIDs.Nums(); cd.UIDValidity != st.UIDValidity || len(dst) != 1 || dst[0] >= st.UIDNext {
+		t.Errorf("COPYUID %+v, Archive %+v", cd, st)
+	}
+	_, err = c.Copy(imap.SeqSetNum(1), "Home/INBOX").Wait()
+	wantCode(t, "COPY across accounts", err, imap.ResponseCodeCannot)
+
+	md, err := c.Move(imap.SeqSetNum(1), "Work/Trash").Wait()
+	if err != nil || md == nil {
+		t.Fatalf("MOVE: %+v %v", md, err)
+	}
+	if got := len(upstreamFlags(e.work, "INBOX")); got != n-1 {
+		t.Errorf("MOVE: INBOX has %d messages, want %d", got, n-1)
+	}
+	sd, err := c.Select("Work/INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil || int(sd.NumMessages) != n-1 {
+		t.Errorf("after MOVE: %+v %v", sd, err)
+	}
+	_, err = c.Move(imap.SeqSetNum(1), "Work/Trash").Wait()
+	wantCode(t, "MOVE on EXAMINE", err, "READ-ONLY")
+	if err := c.UnselectAndExpunge().Wait(); err != nil {
+		t.Errorf("CLOSE of an EXAMINEd mailbox: %v", err)
+	}
+	if l, err := c.List("", "Work/*", &imap.ListOptions{SelectSubscribed: true}).Collect(); err != nil || len(l) == 0 || !slices.Contains(l[0].Attrs, imap.MailboxAttrSubscribed) {
+		t.Errorf("LIST (SUBSCRIBED): %+v %v", l, err)
+	}
+}
