@@ -98,7 +98,8 @@ func (ss *session) loginFailed(tag string, cr auth.Credentials, fail *loginFailu
 }
 
 // startRoute plans the session of an authenticated identity, logs in to
-// its upstream and, on success, prepares the relay (routed = true).
+// its upstream and, on success, prepares the relay (routed = true). A
+// merge plan goes to startMerge.
 func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentials, id auth.Identity) (bool, *loginFailure) {
 	srv := ss.srv
 	var plan router.Plan
@@ -116,6 +117,9 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 		}
 		ss.log.Error("no route for user", "user", id.User, "err", err)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "No server is configured for this account", reason: "no route"}
+	}
+	if plan.Mode == config.ModeMerge {
+		return ss.startMerge(ctx, tag, cr, id, plan)
 	}
 	if plan.Mode != config.ModeRoute {
 		ss.log.Error("unsupported mode", "user", id.User, "mode", plan.Mode)

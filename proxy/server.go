@@ -19,6 +19,7 @@ import (
 
 	"imapproxy/auth"
 	"imapproxy/config"
+	"imapproxy/merge"
 	"imapproxy/router"
 	"imapproxy/upstream"
 )
@@ -57,6 +58,9 @@ type Options struct {
 	// with a BYE.
 	Revoked            RevocationChecker
 	RevocationInterval time.Duration
+	// Merge serves the sessions of merge-mode users; nil answers their
+	// logins NO [UNAVAILABLE]. The caller closes it after Shutdown.
+	Merge *merge.Manager
 }
 
 // Server accepts client connections on every configured listener.
@@ -71,6 +75,10 @@ type Server struct {
 	metrics   *Metrics
 	tlsConfig *tls.Config
 	upstreams map[string]*upstream.Pool
+	// upstreamOpts are the dial options of every upstream, for the
+	// accounts of merged sessions.
+	upstreamOpts map[string]upstream.Options
+	merge        *merge.Manager
 
 	listeners []*listener
 
@@ -78,6 +86,8 @@ type Server struct {
 	perIP    map[netip.Addr]int
 	total    int
 	sessions map[*session]struct{}
+	merged   map[*session]*mergeHandover // sessions handed to handoff
+	handoff  *Handoff                    // serves merged sessions; made by the first merged login
 	closing  bool
 	stopped  chan struct{}  // closed by Shutdown
 	wg       sync.WaitGroup // accept loops and sessions
@@ -101,6 +111,10 @@ func New(opts Options) (*Server, error) {
 		sessions:  make(map[*session]struct{}),
 		upstreams: make(map[string]*upstream.Pool),
 		stopped:   make(chan struct{}),
+
+		upstreamOpts: make(map[string]upstream.Options),
+		merge:        opts.Merge,
+		merged:       make(map[*session]*mergeHandover),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -128,6 +142,7 @@ func New(opts Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.upstreamOpts[u.Name] = o
 		s.upstreams[u.Name] = upstream.NewPool(o, upstream.PoolOptions{
 			Size: u.PreparedConnections, MaxIdle: u.PreparedMaxIdle.D(),
 		})
@@ -250,7 +265,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.closeListeners()
-	for _, ss := range sessions {
+	for _, ss := range s.shutdownMerged(sessions) {
 		ss.shutdown()
 	}
 	done := make(chan struct{})
@@ -259,6 +274,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(done)
 	}()
 	defer func() {
+		s.closeHandoff()
 		for _, p := range s.upstreams {
 			p.Close()
 		}

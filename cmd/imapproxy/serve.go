@@ -20,6 +20,7 @@ import (
 
 	"imapproxy/auth"
 	"imapproxy/config"
+	"imapproxy/merge"
 	"imapproxy/proxy"
 	"imapproxy/router"
 )
@@ -73,6 +74,8 @@ type instance struct {
 	certs *proxy.CertStore
 	state *state
 	auth  *auth.Authenticator
+	// merge serves merge-mode users' sessions; closed after the proxy.
+	merge *merge.Manager
 	admin *http.Server
 	// adminAddr is the admin endpoint's bound address (nil: none).
 	adminAddr net.Addr
@@ -127,6 +130,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		OnStoreError:     func(err error) { logger.Warn("state store", "err", err) },
 	})
 	in.auth = authenticator
+	in.merge = merge.NewManager(merge.ManagerOptions{Store: st.store, Logger: logger.With("component", "merge")})
 	srv, err := proxy.New(proxy.Options{
 		Config:       cfg,
 		Auth:         authenticator,
@@ -136,13 +140,16 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		Metrics:      proxy.NewMetrics(reg),
 		BearerTokens: oauth != nil,
 		Revoked:      st.store.RevokedAppPasswords,
+		Merge:        in.merge,
 	})
 	if err != nil {
+		in.merge.Close()
 		authenticator.Close()
 		st.close()
 		return nil, err
 	}
 	if err := srv.Listen(); err != nil {
+		in.merge.Close()
 		authenticator.Close()
 		st.close()
 		return nil, err
@@ -152,6 +159,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		ln, err := net.Listen("tcp", cfg.Admin.Address)
 		if err != nil {
 			srv.Shutdown(context.Background())
+			in.merge.Close()
 			authenticator.Close()
 			st.close()
 			return nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)
@@ -198,7 +206,8 @@ func (in *instance) shutdown(ctx context.Context) {
 		in.log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
 	<-in.done
-	in.auth.Close() // writes the audit events still queued
+	in.merge.Close() // after the proxy: its merged sessions have ended
+	in.auth.Close()  // writes the audit events still queued
 	in.state.close()
 }
 
