@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -72,11 +73,19 @@ func demo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer, ready
 	}
 	defer os.RemoveAll(dir)
 
-	up, err := startDemoUpstream()
-	if err != nil {
-		return err
+	var ups []*demoUpstream
+	defer func() {
+		for _, up := range ups {
+			up.Close()
+		}
+	}()
+	for _, a := range demoAccounts {
+		up, err := startDemoAccountUpstream(a.name)
+		if err != nil {
+			return err
+		}
+		ups = append(ups, up)
 	}
-	defer up.Close()
 
 	pair, err := selfsigned.Generate("localhost", "127.0.0.1", "::1")
 	if err != nil {
@@ -103,16 +112,13 @@ allow_cleartext_auth = true
 [[listen]]
 address = %q
 tls = "implicit"
-[[upstream]]
-name = "sample-mail"
-address = %q
-tls = "none"
-[[user]]
+%s[[user]]
 name = %q
 password_hash = %q
-mode = "route"
-upstream = "sample-mail"
-`, dir, opts.logLevel, certFile, keyFile, opts.listen, opts.tlsListen, up.Addr().String(), demoUser, hash)
+mode = "merge"
+unified_inbox = true
+default_account = %q
+%s`, dir, opts.logLevel, certFile, keyFile, opts.listen, opts.tlsListen, demoUpstreamsTOML(ups), demoUser, hash, demoAccounts[0].name, demoAccountsTOML())
 	cfgPath := dir + "/demo.toml"
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return err
@@ -140,7 +146,38 @@ upstream = "sample-mail"
 	return nil
 }
 
-// demoUpstream is an in-process IMAP server with the demo's mail.
+// demoAccounts are the demo user's accounts, each on an upstream of its
+// own with the sample mail of its name, mounted under its prefix; the
+// first is the default account.
+var demoAccounts = []struct{ name, prefix string }{
+	{"work", "Work"},
+	{"home", "Home"},
+	{"lists", "Lists"},
+}
+
+// demoUpstreamsTOML returns the [[upstream]] entries of ups, which serve
+// demoAccounts in order.
+func demoUpstreamsTOML(ups []*demoUpstream) string {
+	var b strings.Builder
+	for i, up := range ups {
+		fmt.Fprintf(&b, "[[upstream]]\nname = %q\naddress = %q\ntls = \"none\"\n", demoAccounts[i].name+"-mail", up.Addr().String())
+	}
+	return b.String()
+}
+
+// demoAccountsTOML returns the demo user's [[user.account]] entries. The
+// accounts take the client's password (passthrough), which each upstream
+// shares.
+func demoAccountsTOML() string {
+	var b strings.Builder
+	for _, a := range demoAccounts {
+		fmt.Fprintf(&b, "[[user.account]]\nname = %q\nupstream = %q\nprefix = %q\n", a.name, a.name+"-mail", a.prefix)
+	}
+	return b.String()
+}
+
+// demoUpstream is an in-process IMAP server with the mail of one demo
+// account.
 type demoUpstream struct {
 	srv *imapserver.Server
 	ln  net.Listener
@@ -150,10 +187,18 @@ func (d *demoUpstream) Addr() net.Addr { return d.ln.Addr() }
 
 func (d *demoUpstream) Close() error { return d.srv.Close() }
 
+// startDemoUpstream starts an upstream with the first demo account's mail
+// (the tests' upstream with sample mail).
 func startDemoUpstream() (*demoUpstream, error) {
+	return startDemoAccountUpstream(demoAccounts[0].name)
+}
+
+// startDemoAccountUpstream starts an upstream whose user demo/demo holds
+// the sample mail of account.
+func startDemoAccountUpstream(account string) (*demoUpstream, error) {
 	mem := imapmemserver.New()
 	u := imapmemserver.NewUser(demoUser, demoPassword)
-	if err := sample.Fill(u, sample.Account("work", time.Now())); err != nil {
+	if err := sample.Fill(u, sample.Account(account, time.Now())); err != nil {
 		return nil, fmt.Errorf("sample mail: %w", err)
 	}
 	mem.AddUser(u)
@@ -180,7 +225,8 @@ func startDemoUpstream() (*demoUpstream, error) {
 func printDemoHelp(w io.Writer, a demoAddrs) {
 	host, port, _ := net.SplitHostPort(a.plain)
 	thost, tport, _ := net.SplitHostPort(a.tls)
-	fmt.Fprintf(w, `imapproxy demo is running: a proxy in front of a built-in IMAP server with sample mail.
+	fmt.Fprintf(w, `imapproxy demo is running: one merged account over three built-in IMAP servers with sample mail.
+Their folders appear under Work/, Home/ and Lists/; INBOX unites the three inboxes.
 
   IMAP, plaintext (cleartext login allowed, loopback only): %s
   IMAPS, implicit TLS (self-signed certificate):            %s

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/goleak"
 
 	"imapproxy/auth"
+	"imapproxy/internal/sample"
 )
 
 func TestMain(m *testing.M) {
@@ -108,17 +110,42 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// INBOX unites the three accounts' inboxes.
+	wantInbox := 0
+	for _, a := range demoAccounts {
+		for _, m := range sample.Account(a.name, time.Now()) {
+			if m.Mailbox == "" || m.Mailbox == sample.Inbox {
+				wantInbox++
+			}
+		}
+	}
 	for name, c := range map[string]*imapclient.Client{"plain": plain, "tls": tlsc} {
 		if err := c.Login(demoUser, demoPassword).Wait(); err != nil {
 			t.Fatalf("%s: login: %v", name, err)
 		}
-		sel, err := c.Select("INBOX", nil).Wait()
-		if err != nil || sel.NumMessages < 5 {
-			t.Fatalf("%s: select: %v %+v", name, err, sel)
-		}
 		mboxes, err := c.List("", "*", nil).Collect()
-		if err != nil || len(mboxes) < 5 {
-			t.Fatalf("%s: list: %v %d", name, err, len(mboxes))
+		if err != nil {
+			t.Fatalf("%s: list: %v", name, err)
+		}
+		names := make(map[string]bool)
+		for _, m := range mboxes {
+			names[m.Mailbox] = true
+		}
+		for _, want := range []string{"INBOX", "Work/INBOX", "Work/Sent", "Home/INBOX", "Home/Projects/Apollo", "Lists/INBOX", "Lists/Archive"} {
+			if !names[want] {
+				t.Errorf("%s: LIST lacks %s (has %v)", name, want, names)
+			}
+		}
+		sel, err := c.Select("INBOX", nil).Wait()
+		if err != nil || int(sel.NumMessages) != wantInbox {
+			t.Fatalf("%s: select INBOX: %v, %d messages, want %d", name, err, sel.NumMessages, wantInbox)
+		}
+		msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{Envelope: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+		if err != nil || len(msgs) != 1 || msgs[0].Envelope == nil || msgs[0].Envelope.Subject == "" {
+			t.Fatalf("%s: fetch: %v %+v", name, err, msgs)
+		}
+		if body := msgs[0].FindBodySection(&imap.FetchItemBodySection{Peek: true}); len(body) == 0 {
+			t.Errorf("%s: fetch returned no body", name)
 		}
 		c.Logout().Wait()
 		c.Close()
