@@ -13,8 +13,10 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 )
 
-// Store changes flags upstream (UID STORE per source), then reads them
-// back and writes them as FETCH FLAGS unless Silent.
+// Store changes flags upstream (UID STORE per source), reads them back,
+// waits for the hub's re-sync of the sources (so that no older update of
+// the hub's can take the flags back afterwards) and writes them as FETCH
+// FLAGS unless Silent.
 func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
 	sel, err := s.selected()
 	if err != nil {
@@ -36,7 +38,8 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	cs := s.conns()
 	defer cs.release()
 	changed := make(map[VUID]bool)
-	for _, g := range sel.groupBySource(vuids) {
+	groups := sel.groupBySource(vuids)
+	for _, g := range groups {
 		c, _, err := cs.get(g.key.Account, g.key.Mailbox, false)
 		if err != nil {
 			return s.clientErr("store", sel.name, err)
@@ -64,6 +67,14 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 			changed[v] = true
 		}
 	}
+	// A hub update queued before the STORE would take the session's
+	// flags back: a sync after it puts the new ones behind it.
+	cs.release()
+	keys := make([]srcKey, len(groups))
+	for i, g := range groups {
+		keys[i] = g.key
+	}
+	s.resync(keys)
 	if flags.Silent {
 		return nil
 	}
@@ -83,7 +94,8 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 }
 
 // Expunge removes the selection's \Deleted messages (of uids only, if
-// given) upstream: UID EXPUNGE where the upstream has UIDPLUS, else a
+// given) upstream, as the upstream's flags say: UID EXPUNGE of the
+// selection's UIDs of each source where the upstream has UIDPLUS, else a
 // plain EXPUNGE, which removes every \Deleted message of the upstream
 // mailbox (as EXPUNGE of the mailbox would anyway, but not for UID
 // EXPUNGE: then NO [CANNOT]). The sources are re-synced and the
@@ -106,16 +118,12 @@ func (s *Session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 			return err
 		}
 	}
-	var deleted []VUID
-	for _, v := range vuids {
-		if m := sel.msgs[v]; m != nil && hasFlag(m.flags, imap.FlagDeleted) {
-			deleted = append(deleted, v)
-		}
-	}
+	// The upstream decides what is \Deleted: the session's flags may lag
+	// behind (a hub update may be older than the session's last STORE).
 	cs := s.conns()
 	defer cs.release()
 	var keys []srcKey
-	for _, g := range sel.groupBySource(deleted) {
+	for _, g := range sel.groupBySource(vuids) {
 		c, _, err := cs.get(g.key.Account, g.key.Mailbox, false)
 		if err != nil {
 			return s.clientErr("expunge", sel.name, err)
