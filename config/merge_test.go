@@ -125,7 +125,7 @@ func TestMergeAccepted(t *testing.T) {
 	if !reflect.DeepEqual(u.Accounts, want) {
 		t.Errorf("accounts:\n got %+v\nwant %+v", u.Accounts, want)
 	}
-	if s := cfg.Summary(); !strings.Contains(s, "users: 1\n  m merge: 3 accounts (merge mode is not served yet") {
+	if s := cfg.Summary(); !strings.Contains(s, "users: 1\n  m merge: 3 accounts\n") {
 		t.Errorf("summary:\n%s", s)
 	}
 

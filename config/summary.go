@@ -46,7 +46,7 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "\nusers: %d\n", len(c.Users))
 	for _, u := range c.Users {
 		if u.Mode == ModeMerge {
-			fmt.Fprintf(&b, "  %s merge: %d %s (merge mode is not served yet: logins get NO [UNAVAILABLE])\n", u.Name, len(u.Accounts), plural(len(u.Accounts), "account", "accounts"))
+			fmt.Fprintf(&b, "  %s merge: %d %s\n", u.Name, len(u.Accounts), plural(len(u.Accounts), "account", "accounts"))
 		}
 	}
 	fmt.Fprintf(&b, "route rules: %d\n", len(c.Routes))

@@ -75,12 +75,14 @@ func (h *Handoff) Serve(c net.Conn, tag string, buffered []byte, info any) error
 	return h.ln.push(&handedConn{Conn: c, tag: tag, pending: buffered, info: info})
 }
 
-// Close stops accepting and closes every handed-over connection.
+// Close stops accepting and closes every handed-over connection. The
+// listener goes first and Serve is waited for before the server closes:
+// imapserver's Close waits on a WaitGroup that Serve adds to, and the two
+// must not overlap.
 func (h *Handoff) Close() error {
-	err := h.srv.Close()
 	h.ln.Close()
 	<-h.done
-	return err
+	return h.srv.Close()
 }
 
 // handedConn is a front-door connection on its way into imapserver.

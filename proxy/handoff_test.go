@@ -96,3 +96,14 @@ func TestPreauthToOK(t *testing.T) {
 		}
 	}
 }
+
+// TestHandoffCloseAtOnce closes a Handoff that never served a connection,
+// which raced with imapserver's Serve before.
+func TestHandoffCloseAtOnce(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		h := NewHandoff(imap.CapSet{imap.CapIMAP4rev1: {}}, func(*imapserver.Conn, any) (imapserver.Session, error) {
+			return nil, net.ErrClosed
+		}, log.New(io.Discard, "", 0))
+		h.Close()
+	}
+}

@@ -88,7 +88,7 @@ func newMergedSession(c *imapserver.Conn, info any) (imapserver.Session, error) 
 // bye ends the merged session with a BYE written between two responses.
 // It returns at once; the BYE is written by a goroutine the server waits
 // for.
-func (h *mergeHandover) bye(s *Server) {
+func (h *mergeHandover) bye(s *Server, text string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.byeSent {
@@ -96,7 +96,7 @@ func (h *mergeHandover) bye(s *Server) {
 	}
 	h.byeSent = true
 	if c := h.conn; c != nil {
-		s.wg.Go(func() { c.Bye("Server shutting down") })
+		s.wg.Go(func() { c.Bye(text) })
 	}
 }
 
@@ -340,7 +340,7 @@ func (s *Server) shutdownMerged(sessions []*session) []*session {
 	}
 	s.mu.Unlock()
 	for _, h := range byes {
-		h.bye(s)
+		h.bye(s, "Server shutting down")
 	}
 	return rest
 }

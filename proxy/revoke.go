@@ -35,7 +35,15 @@ func (s *Server) pollRevocations() {
 		for _, id := range revoked {
 			for _, ss := range live[id] {
 				ss.log.Info("app password revoked: ending session")
-				ss.endWith("* BYE This app password was revoked\r\n")
+				s.mu.Lock()
+				h := s.merged[ss]
+				s.mu.Unlock()
+				if h != nil {
+					// imapserver owns a merged session's stream.
+					h.bye(s, "This app password was revoked")
+				} else {
+					ss.endWith("* BYE This app password was revoked\r\n")
+				}
 			}
 		}
 	}
