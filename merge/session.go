@@ -36,8 +36,12 @@ type selection struct {
 	name        string // the store's name of the virtual mailbox
 	readOnly    bool   // EXAMINE: no change of the mailbox through this session
 	uidValidity uint32
+	vmID        int64 // the store's ID of the virtual mailbox
 	snap        *Snapshot
-	msgs        map[VUID]*sessMessage
+	// kept are the keywords the proxy keeps for messages whose upstream
+	// cannot (see session_keywords.go).
+	kept map[VUID][]imap.Flag
+	msgs map[VUID]*sessMessage
 	// searchRes is the last SEARCH ... SAVE result ("$").
 	searchRes []VUID
 	// removed are vuids the hub reported gone that could not be
@@ -61,6 +65,7 @@ var (
 	_ imapserver.Session          = (*Session)(nil)
 	_ imapserver.SessionNamespace = (*Session)(nil)
 	_ imapserver.SessionMove      = (*Session)(nil)
+	_ imapserver.SessionIMAP4rev2 = (*Session)(nil)
 )
 
 // NewSession attaches a client session to the user's hub; Close detaches
@@ -106,6 +111,7 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		name:        view.VMailbox.Name,
 		readOnly:    readOnly,
 		uidValidity: view.VMailbox.UIDValidity,
+		vmID:        view.VMailbox.ID,
 		msgs:        make(map[VUID]*sessMessage, len(view.Messages)),
 	}
 	vuids := make([]VUID, len(view.Messages))
@@ -118,16 +124,21 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		}
 	}
 	sel.snap = NewSnapshot(vuids)
+	if err := sel.loadKept(s.ctx, s); err != nil {
+		s.hub.Unselect(s.sub)
+		return nil, s.clientErr("select", name, err)
+	}
 	s.sel = sel
+	flags, perm := sel.withKeptFlags(view.Flags, view.PermanentFlags)
 	data := &imap.SelectData{
-		Flags:             view.Flags,
+		Flags:             flags,
 		NumMessages:       uint32(len(vuids)),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(view.VMailbox.UIDNext),
 		UIDValidity:       view.VMailbox.UIDValidity,
 	}
 	if !readOnly {
-		data.PermanentFlags = view.PermanentFlags
+		data.PermanentFlags = perm
 	}
 	return data, nil
 }
@@ -188,7 +199,7 @@ func (s *Session) flush(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		if !ok || m == nil {
 			continue
 		}
-		if err := w.WriteMessageFlags(seq, imap.UID(v), m.flags); err != nil {
+		if err := w.WriteMessageFlags(seq, imap.UID(v), sel.flagsOf(v)); err != nil {
 			return err
 		}
 	}

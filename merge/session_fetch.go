@@ -69,7 +69,7 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			rw := w.CreateMessage(seq)
 			rw.WriteUID(imap.UID(v))
 			if options.Flags {
-				rw.WriteFlags(m.flags)
+				rw.WriteFlags(sel.flagsOf(v))
 			}
 			if err := rw.Close(); err != nil {
 				return err
@@ -142,7 +142,7 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 		if b.Flags != nil {
 			m.flags = slices.Clone(b.Flags)
 		}
-		rw.WriteFlags(m.flags)
+		rw.WriteFlags(s.sel.flagsOf(v))
 	}
 	if options.RFC822Size {
 		rw.WriteRFC822Size(b.RFC822Size)

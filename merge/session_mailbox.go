@@ -4,6 +4,7 @@ package merge
 // CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE and APPEND.
 
 import (
+	"context"
 	"io"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"imapproxy/router"
+	"imapproxy/upstream"
 )
 
 // delim is the proxy's hierarchy delimiter.
@@ -21,16 +23,22 @@ const delim = '/'
 // gets \HasChildren or \HasNoChildren from the virtual tree. Upstream
 // subscriptions are not tracked: every listed folder counts as
 // subscribed (LSUB and LIST (SUBSCRIBED) list them all, with
-// \Subscribed).
+// \Subscribed), so that the LIST-EXTENDED selection options
+// (SUBSCRIBED, REMOTE, RECURSIVEMATCH) select every matching folder.
+// RETURN (STATUS ...) (LIST-STATUS) adds each selectable folder's
+// STATUS; a folder whose STATUS fails gets none (RFC 5819).
 func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	if len(patterns) == 0 || len(patterns) == 1 && patterns[0] == "" {
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
+	}
+	if options == nil {
+		options = &imap.ListOptions{}
 	}
 	folders, err := s.hub.List(s.ctx)
 	if err != nil {
 		return s.clientErr("list", "", err)
 	}
-	subscribed := options != nil && (options.SelectSubscribed || options.ReturnSubscribed)
+	subscribed := options.SelectSubscribed || options.ReturnSubscribed
 	for i, f := range folders {
 		match := false
 		for _, p := range patterns {
@@ -53,7 +61,16 @@ func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if subscribed && !hasMailboxAttr(attrs, imap.MailboxAttrSubscribed) {
 			attrs = append(attrs, imap.MailboxAttrSubscribed)
 		}
-		if err := w.WriteList(&imap.ListData{Attrs: attrs, Delim: delim, Mailbox: f.Name}); err != nil {
+		data := &imap.ListData{Attrs: attrs, Delim: delim, Mailbox: f.Name}
+		if options.ReturnStatus != nil && !hasMailboxAttr(attrs, imap.MailboxAttrNoSelect) && !hasMailboxAttr(attrs, imap.MailboxAttrNonExistent) {
+			st, err := s.Status(f.Name, options.ReturnStatus)
+			if err == nil {
+				data.Status = st
+			} else if s.ctx.Err() != nil {
+				return err
+			}
+		}
+		if err := w.WriteList(data); err != nil {
 			return err
 		}
 	}
@@ -88,8 +105,10 @@ func hasMailboxAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
 }
 
 // Status syncs the sources of a virtual mailbox (without selecting it
-// for the session) and reports its counts. STATUS=SIZE and
-// HIGHESTMODSEQ are not offered.
+// for the session) and reports its counts. SIZE (STATUS=SIZE) is the sum
+// of the messages' RFC822.SIZE, one UID FETCH 1:* (RFC822.SIZE) per
+// source; DELETED counts the \Deleted messages. HIGHESTMODSEQ is not
+// offered.
 func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
 	tree, accounts, err := s.hub.tree(s.ctx)
 	if err != nil {
@@ -103,7 +122,8 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	if err != nil {
 		return nil, s.clientErr("status", name, err)
 	}
-	var messages, unseen uint32
+	var messages, unseen, deleted uint32
+	var size int64
 	synced := 0
 	var lastErr error
 	cs := s.conns()
@@ -120,6 +140,14 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 					if !hasFlag(m.Flags, imap.FlagSeen) {
 						unseen++
 					}
+					if hasFlag(m.Flags, imap.FlagDeleted) {
+						deleted++
+					}
+				}
+				if options.Size && len(res.Messages) > 0 {
+					var n int64
+					n, err = sourceSize(s.ctx, c)
+					size += n
 				}
 			}
 			cs.held[src.Account].selected = false // SyncSource selected it
@@ -153,7 +181,28 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 		var zero uint32
 		data.NumRecent = &zero
 	}
+	if options.NumDeleted {
+		data.NumDeleted = &deleted
+	}
+	if options.Size {
+		data.Size = &size
+	}
 	return data, nil
+}
+
+// sourceSize sums the RFC822.SIZE of every message of the mailbox c has
+// selected (one UID FETCH 1:* (RFC822.SIZE)).
+func sourceSize(ctx context.Context, c *upstream.Client) (int64, error) {
+	var size int64
+	err := c.Do(ctx, func(ic *imapclient.Client) error {
+		all := imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}
+		bufs, err := ic.Fetch(all, &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
+		for _, b := range bufs {
+			size += b.RFC822Size
+		}
+		return err
+	})
+	return size, err
 }
 
 // onAccount runs fn on a pooled client of account.

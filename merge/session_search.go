@@ -86,8 +86,9 @@ func (s *Session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 }
 
 // translate returns criteria for one source: sequence number and UID
-// sets become the source's upstream UIDs, in Not and Or too; the rest
-// passes as it is.
+// sets become the source's upstream UIDs, in Not and Or too; keywords
+// the proxy keeps are matched by UID (keptSearch); the rest passes as it
+// is.
 func (sel *selection) translate(c *imap.SearchCriteria, g *sourceGroup) (imap.SearchCriteria, error) {
 	out := *c
 	out.SeqNum, out.UID, out.Not, out.Or = nil, nil, nil, nil
@@ -139,5 +140,6 @@ func (sel *selection) translate(c *imap.SearchCriteria, g *sourceGroup) (imap.Se
 		}
 		out.Or = append(out.Or, [2]imap.SearchCriteria{a, b})
 	}
+	sel.keptSearch(&out, g)
 	return out, nil
 }

@@ -13,10 +13,11 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 )
 
-// Store changes flags upstream (UID STORE per source), reads them back,
-// waits for the hub's re-sync of the sources (so that no older update of
-// the hub's can take the flags back afterwards) and writes them as FETCH
-// FLAGS unless Silent.
+// Store changes flags upstream (UID STORE per source; keywords a source
+// cannot keep go to the store instead, see session_keywords.go), reads
+// them back, waits for the hub's re-sync of the sources (so that no
+// older update of the hub's can take the flags back afterwards) and
+// writes them as FETCH FLAGS unless Silent.
 func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
 	sel, err := s.selected()
 	if err != nil {
@@ -40,12 +41,24 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	changed := make(map[VUID]bool)
 	groups := sel.groupBySource(vuids)
 	for _, g := range groups {
-		c, _, err := cs.get(g.key.Account, g.key.Mailbox, false)
+		c, data, err := cs.get(g.key.Account, g.key.Mailbox, false)
 		if err != nil {
 			return s.clientErr("store", sel.name, err)
 		}
+		up, kws := splitFlags(st.Flags, data.PermanentFlags)
+		kc, err := s.storeKept(sel, g.vuids, st.Op, kws, st.Flags)
+		if err != nil {
+			return s.clientErr("store", sel.name, err)
+		}
+		for v := range kc {
+			changed[v] = true
+		}
+		if len(up) == 0 && st.Op != imap.StoreFlagsSet {
+			continue
+		}
+		ust := &imap.StoreFlags{Op: st.Op, Silent: true, Flags: up}
 		err = c.Do(s.ctx, func(ic *imapclient.Client) error {
-			return ic.Store(g.uidSet(), st, nil).Close()
+			return ic.Store(g.uidSet(), ust, nil).Close()
 		})
 		if err != nil {
 			return s.clientErr("store", sel.name, err)
@@ -85,7 +98,7 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		}
 		rw := w.CreateMessage(seq)
 		rw.WriteUID(imap.UID(v))
-		rw.WriteFlags(sel.msgs[v].flags)
+		rw.WriteFlags(sel.flagsOf(v))
 		if err := rw.Close(); err != nil {
 			return err
 		}

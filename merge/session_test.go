@@ -25,6 +25,13 @@ import (
 // name, offering UIDPLUS, MOVE and NAMESPACE.
 func startSampleMem(t *testing.T, name string) (*memUpstream, []sample.Message) {
 	t.Helper()
+	return startSampleMemWrapped(t, name, nil)
+}
+
+// startSampleMemWrapped is startSampleMem with the upstream's sessions
+// passed through wrap (if not nil).
+func startSampleMemWrapped(t *testing.T, name string, wrap func(imapserver.Session) imapserver.Session) (*memUpstream, []sample.Message) {
+	t.Helper()
 	m := &memUpstream{t: t}
 	mem := imapmemserver.New()
 	m.user = imapmemserver.NewUser(memUser, memPassword)
@@ -36,6 +43,9 @@ func startSampleMem(t *testing.T, name string) (*memUpstream, []sample.Message) 
 	logger := &serverLog{t: t}
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			if wrap != nil {
+				return wrap(mem.NewSession()), nil, nil
+			}
 			return mem.NewSession(), nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapNamespace: {}},
@@ -70,12 +80,24 @@ type sessEnv struct {
 	workMsgs, homeMsgs []sample.Message
 	st                 store.Store
 	spec               UserSpec
+	// caps are the front server's capabilities (nil: IMAP4rev1,
+	// NAMESPACE, MOVE, UIDPLUS).
+	caps imap.CapSet
+	// addr is the address of the front server serve started last.
+	addr string
 }
 
 func newSessEnv(t *testing.T) *sessEnv {
 	t.Helper()
+	return newSessEnvWrapped(t, nil)
+}
+
+// newSessEnvWrapped is newSessEnv with the work upstream's sessions
+// passed through wrapWork (if not nil).
+func newSessEnvWrapped(t *testing.T, wrapWork func(imapserver.Session) imapserver.Session) *sessEnv {
+	t.Helper()
 	e := &sessEnv{t: t}
-	e.work, e.workMsgs = startSampleMem(t, "work")
+	e.work, e.workMsgs = startSampleMemWrapped(t, "work", wrapWork)
 	e.home, e.homeMsgs = startSampleMem(t, "home")
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
@@ -109,13 +131,25 @@ func (e *sessEnv) serve(h *imapclient.UnilateralDataHandler) (*Manager, *imapcli
 		Linger:        time.Minute,
 	})
 	t.Cleanup(m.Close)
+	return m, e.serveManager(m, h)
+}
+
+// serveManager starts a front server for the Manager m and returns a
+// client connected to it (PREAUTH).
+func (e *sessEnv) serveManager(m *Manager, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	t := e.t
+	t.Helper()
 	logger := &serverLog{t: t}
+	caps := e.caps
+	if caps == nil {
+		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapNamespace: {}, imap.CapMove: {}, imap.CapUIDPlus: {}}
+	}
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			s, err := m.NewSession(context.Background(), e.spec)
 			return s, &imapserver.GreetingData{PreAuth: true}, err
 		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapNamespace: {}, imap.CapMove: {}, imap.CapUIDPlus: {}},
+		Caps:         caps,
 		Logger:       logger,
 		InsecureAuth: true,
 	})
@@ -123,6 +157,7 @@ func (e *sessEnv) serve(h *imapclient.UnilateralDataHandler) (*Manager, *imapcli
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.addr = ln.Addr().String()
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -143,7 +178,7 @@ func (e *sessEnv) serve(h *imapclient.UnilateralDataHandler) (*Manager, *imapcli
 	if err := c.WaitGreeting(); err != nil {
 		t.Fatal(err)
 	}
-	return m, c
+	return c
 }
 
 // inbox returns the sample messages of an account's INBOX.
