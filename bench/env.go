@@ -40,8 +40,9 @@ const (
 // env is the benchmark environment: one Dovecot instance, the proxy binary
 // running as a child process, and the addresses of both.
 type env struct {
-	dir string
-	dov *dovecot.Server
+	dir  string
+	dov  *dovecot.Server
+	dov2 *dovecot.Server // the merge user's second account; nil without merge benchmarks
 
 	proxyBin string
 	proxyCfg string
@@ -58,6 +59,9 @@ type env struct {
 
 	bulkMessages int // messages in alice's Bulk mailbox
 	bulkBytes    int64
+
+	mergeBulkMessages int // messages in erin's Bulk mailbox on dov
+	mergeBulkBytes    int64
 
 	// argon2 are the cost parameters of the proxy users' password_hash.
 	argon2 argon2Params
@@ -98,9 +102,10 @@ func setupEnv(ctx context.Context, o *options) (*env, error) {
 	}
 
 	start := time.Now()
-	d, err := dovecot.Start(filepath.Join(dir, "dovecot"), dovecot.Options{Users: map[string]string{
-		userTLS: passTLS, userPlain: passPlain, userUpstream: passUpstream,
-	}})
+	users := map[string]string{
+		userTLS: passTLS, userPlain: passPlain, userUpstream: passUpstream, userMergeUp: passMergeUp,
+	}
+	d, err := dovecot.Start(filepath.Join(dir, "dovecot"), dovecot.Options{Users: users})
 	if err != nil {
 		return e, fmt.Errorf("start dovecot: %w", err)
 	}
@@ -113,6 +118,14 @@ func setupEnv(ctx context.Context, o *options) (*env, error) {
 	if err := e.fillMailboxes(o); err != nil {
 		return e, err
 	}
+	if o.mergeEnabled() {
+		if err := e.startSecondDovecot(users); err != nil {
+			return e, err
+		}
+		if err := e.fillMerge(o); err != nil {
+			return e, err
+		}
+	}
 
 	pair, err := selfsigned.Generate("127.0.0.1", "localhost")
 	if err != nil {
@@ -121,6 +134,9 @@ func setupEnv(ctx context.Context, o *options) (*env, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(d.CertPEM)
 	pool.AppendCertsFromPEM(pair.CertPEM)
+	if e.dov2 != nil {
+		pool.AppendCertsFromPEM(e.dov2.CertPEM)
+	}
 	// No ClientSessionCache: every client connection makes a full
 	// handshake, on both paths alike. X25519 only: Dovecot 2.3 (OpenSSL 3.0)
 	// has no post-quantum key exchange, while Go's server would pick
@@ -248,6 +264,14 @@ func (e *env) writeProxyConfig(pair selfsigned.Pair, o *options) error {
 	if e.adminAddr, err = freeAddr(); err != nil {
 		return err
 	}
+	var merge string
+	if e.dov2 != nil {
+		caFile2 := filepath.Join(pdir, "dovecot2-ca.pem")
+		if err := os.WriteFile(caFile2, e.dov2.CertPEM, 0o644); err != nil {
+			return err
+		}
+		merge = e.mergeConfig(caFile, caFile2)
+	}
 	sealKey := filepath.Join(pdir, "secret.key")
 	if out, err := exec.Command(e.proxyBin, "keygen", "-out", sealKey).CombinedOutput(); err != nil {
 		return fmt.Errorf("imapproxy keygen: %v\n%s", err, out)
@@ -344,9 +368,9 @@ upstream = "dovecot-tls"
 verify = "upstream"
 
 # Password + TOTP users: argon2id as above, and a TOTP enrolment each.
-%s`, filepath.Join(pdir, "state"), certFile, keyFile, e.proxyTLS, e.proxyPlain, e.adminAddr,
+%s%s`, filepath.Join(pdir, "state"), certFile, keyFile, e.proxyTLS, e.proxyPlain, e.adminAddr,
 		sealKey, e.dov.TLSAddr, caFile, e.dov.PlainAddr, userTLS, userPlain,
-		e.argon2, userArgon, hash, userTLS, upstreamPWEnv, tfa.String())
+		e.argon2, userArgon, hash, userTLS, upstreamPWEnv, tfa.String(), merge)
 	e.proxyCfg = filepath.Join(pdir, "config.toml")
 	return os.WriteFile(e.proxyCfg, []byte(cfg), 0o600)
 }
@@ -409,12 +433,15 @@ func (e *env) restartProxy() error {
 func (e *env) cleanup(keep bool) {
 	e.cleanupOnce.Do(func() {
 		e.mu.Lock()
-		p, d := e.proxy, e.dov
+		p, d, d2 := e.proxy, e.dov, e.dov2
 		e.mu.Unlock()
 		if p != nil {
 			p.stop()
 		}
-		if d != nil {
+		for _, d := range []*dovecot.Server{d, d2} {
+			if d == nil {
+				continue
+			}
 			if err := d.Stop(); err != nil {
 				logf("stop dovecot: %v", err)
 			}

@@ -1,5 +1,6 @@
 // Command bench measures imapproxy's route mode against a real Dovecot
-// reached directly, in the same run.
+// reached directly, in the same run, and its merge mode (one user over two
+// Dovecot instances) against the same accounts reached directly.
 //
 // It starts one Dovecot 2.3 instance in a temporary directory, builds the
 // proxy (go build ./cmd/imapproxy) and runs it as a child process with a
@@ -29,7 +30,8 @@ import (
 )
 
 // benchNames are the benchmarks in the order they run.
-var benchNames = []string{"login", "login2fa", "select", "concurrent", "bulk", "rss", "burst", "loginrate"}
+var benchNames = []string{"login", "login2fa", "select", "concurrent", "bulk", "rss", "burst", "loginrate",
+	"mergeselect", "mergebulk", "mergerss"}
 
 // options are the command-line settings.
 type options struct {
@@ -54,6 +56,11 @@ type options struct {
 	rateClients  int
 	rateDur      time.Duration
 	rateRounds   int
+
+	mergeMsgs     int
+	mergeRounds   int
+	mergeBulkMB   int
+	mergeSessions int
 
 	quick    bool
 	markdown bool
@@ -90,6 +97,10 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.rateClients, "rate-clients", 50, "loginrate: concurrent clients")
 	fs.DurationVar(&o.rateDur, "rate-time", 10*time.Second, "loginrate: measuring time per side")
 	fs.IntVar(&o.rateRounds, "rate-rounds", 2, "loginrate: rounds the time per side is split into")
+	fs.IntVar(&o.mergeMsgs, "merge-msgs", 5000, "mergeselect, mergerss: ~2 KB messages in each merged account's INBOX")
+	fs.IntVar(&o.mergeRounds, "merge-rounds", 20, "mergeselect: SELECT + UID FETCH (FLAGS) rounds per side")
+	fs.IntVar(&o.mergeBulkMB, "merge-bulk-mb", 50, "mergebulk: megabytes of mail in the merged account's Work/Bulk")
+	fs.IntVar(&o.mergeSessions, "merge-sessions", 200, "mergerss: idle merged sessions of the one user")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes everywhere (explicit flags still win)")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.StringVar(&o.proxyBin, "proxy-bin", "", "use this imapproxy binary instead of building ./cmd/imapproxy")
@@ -106,18 +117,22 @@ func parseOptions(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"login-n":      func() { o.loginN = 30 },
-			"select-n":     func() { o.selectN = 50 },
-			"bulk-mb":      func() { o.bulkMB = 10 },
-			"conc-time":    func() { o.concDur = time.Second },
-			"clients":      func() { o.concClients = 10 },
-			"sessions":     func() { o.sessions = 100 },
-			"settle":       func() { o.settle = 500 * time.Millisecond },
-			"burst":        func() { o.burst = 100 },
-			"login2fa-n":   func() { o.login2faN = 20 },
-			"tfa-users":    func() { o.tfaUsers = 60 },
-			"rate-clients": func() { o.rateClients = 10 },
-			"rate-time":    func() { o.rateDur = time.Second },
+			"login-n":        func() { o.loginN = 30 },
+			"select-n":       func() { o.selectN = 50 },
+			"bulk-mb":        func() { o.bulkMB = 10 },
+			"conc-time":      func() { o.concDur = time.Second },
+			"clients":        func() { o.concClients = 10 },
+			"sessions":       func() { o.sessions = 100 },
+			"settle":         func() { o.settle = 500 * time.Millisecond },
+			"burst":          func() { o.burst = 100 },
+			"login2fa-n":     func() { o.login2faN = 20 },
+			"tfa-users":      func() { o.tfaUsers = 60 },
+			"rate-clients":   func() { o.rateClients = 10 },
+			"rate-time":      func() { o.rateDur = time.Second },
+			"merge-msgs":     func() { o.mergeMsgs = 500 },
+			"merge-rounds":   func() { o.mergeRounds = 5 },
+			"merge-bulk-mb":  func() { o.mergeBulkMB = 10 },
+			"merge-sessions": func() { o.mergeSessions = 50 },
 		}
 		for name, f := range quick {
 			if !set[name] {
@@ -147,7 +162,8 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.loginN < 1 || o.selectN < 1 || o.bulkMB < 1 || o.bulkMsgKB < 1 || o.bulkRounds < 1 ||
 		o.concClients < 1 || o.concRounds < 1 || o.sessions < 1 || o.burst < 1 || o.burstRounds < 1 ||
-		o.login2faN < 1 || o.tfaUsers < 1 || o.rateClients < 1 || o.rateRounds < 1 {
+		o.login2faN < 1 || o.tfaUsers < 1 || o.rateClients < 1 || o.rateRounds < 1 ||
+		o.mergeMsgs < 1 || o.mergeRounds < 1 || o.mergeBulkMB < 1 || o.mergeSessions < 2 {
 		return nil, fmt.Errorf("counts and sizes must be positive")
 	}
 	return o, nil
@@ -218,6 +234,10 @@ func run(o *options) int {
 		"burst":      benchBurst,
 		"login2fa":   benchLogin2FA,
 		"loginrate":  benchLoginRate,
+
+		"mergeselect": benchMergeSelect,
+		"mergebulk":   benchMergeBulk,
+		"mergerss":    benchMergeRSS,
 	}
 	code := 0
 loop:
@@ -231,7 +251,7 @@ loop:
 		start := time.Now()
 		logf("%s: running", name)
 		var rec *perfRecorder
-		if o.perfDir != "" && name != "rss" { // rss restarts the proxy
+		if o.perfDir != "" && name != "rss" && name != "mergerss" { // they restart the proxy
 			if rec, err = startPerf(o.perfDir, name, e.proxy.pid); err != nil {
 				logf("%v", err)
 			}
@@ -264,7 +284,7 @@ loop:
 		code = 130
 	}
 
-	fmt.Printf("\nimapproxy route-mode benchmark, %s, %d CPUs, %s/%s, %s\n",
+	fmt.Printf("\nimapproxy benchmark (route and merge mode), %s, %d CPUs, %s/%s, %s\n",
 		time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	fmt.Println("Dovecot, the proxy and the benchmark client share the machine's CPUs.")
 	fmt.Println()
