@@ -191,3 +191,25 @@ func (sel *selection) withKeptFlags(flags, perm []imap.Flag) ([]imap.Flag, []ima
 	}
 	return flags, perm
 }
+
+// copyKept gives the copies of srcV (dstV, in virtual mailbox vmID) the
+// keywords the proxy keeps for their originals. A failure is logged: the
+// copy itself has been made.
+func (s *Session) copyKept(sel *selection, vmID int64, srcV []VUID, dstV []uint32) {
+	for i, v := range srcV {
+		kept := sel.kept[v]
+		if len(kept) == 0 || i >= len(dstV) {
+			continue
+		}
+		raw := make([]string, len(kept))
+		for j, k := range kept {
+			raw[j] = string(k)
+		}
+		if err := s.hub.st.SetKeywords(s.ctx, vmID, dstV[i], raw); err != nil {
+			s.log.Warn("copy: kept keywords lost", "mailbox", sel.name, "vuid", dstV[i], "err", err)
+		}
+		if vmID == sel.vmID {
+			sel.kept[VUID(dstV[i])] = slices.Clone(kept)
+		}
+	}
+}

@@ -319,4 +319,24 @@ func TestSessionKeptKeywords(t *testing.T) {
 		t.Errorf("FLAGS %v lacks %s", sel3.Flags, kw)
 	}
 	check(c3, "after restart")
+
+	// A COPY takes the kept keyword along.
+	const later = imap.Flag("$Later")
+	if _, err := c3.Select("Work/INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c3.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{later}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	cd, err := c3.Copy(imap.SeqSetNum(1), "Work/Sent").Wait()
+	if err != nil || cd == nil {
+		t.Fatalf("COPY: %+v %v", cd, err)
+	}
+	if _, err := c3.Select("Work/Sent", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	bufs, err := c3.Fetch(cd.DestUIDs, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil || len(bufs) != 1 || !hasFlag(bufs[0].Flags, later) {
+		t.Errorf("copy's FETCH FLAGS: %v %v", bufs, err)
+	}
 }

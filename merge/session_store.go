@@ -194,6 +194,7 @@ func (s *Session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 
 // copyMove runs COPY or MOVE and returns the COPYUID data in virtual
 // UIDs (nil when an upstream gave none) and the sources it moved from.
+// Keywords the proxy keeps go with the copies when COPYUID names them.
 func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, []srcKey, error) {
 	op := "copy"
 	if move {
@@ -278,6 +279,7 @@ func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.Co
 		s.log.Warn(op+": no virtual UIDs for COPYUID", "mailbox", t.storeName, "err", err)
 		return nil, keys, nil
 	}
+	s.copyKept(sel, vm.ID, srcV, dstV)
 	var data imap.CopyData
 	data.UIDValidity = vm.UIDValidity
 	for i := range srcV {
