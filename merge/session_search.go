@@ -20,10 +20,18 @@ var noUID = imap.UIDSet{{Start: math.MaxUint32, Stop: math.MaxUint32}}
 // Search runs the search on every source and returns the matches as the
 // client asked (sequence numbers or virtual UIDs; ESEARCH MIN, MAX,
 // COUNT, ALL; SAVE keeps them for "$").
-func (s *Session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *Session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (_ *imap.SearchData, err error) {
 	sel, err := s.selected()
 	if err != nil {
 		return nil, err
+	}
+	if options != nil && options.ReturnSave {
+		// A failed SEARCH ... SAVE leaves "$" empty (RFC 5182).
+		defer func() {
+			if err != nil {
+				sel.searchRes = nil
+			}
+		}()
 	}
 	cs := s.conns()
 	defer cs.release()
