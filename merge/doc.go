@@ -42,7 +42,7 @@
 // virtual UID reused.
 //
 // Flags are upstream-authoritative; keywords an upstream cannot keep (its
-// PERMANENTFLAGS lacks \*) are kept in the store (store.SetKeywords).
-// Mailbox FLAGS are the union of the sources', PERMANENTFLAGS what every
-// source can keep.
+// PERMANENTFLAGS lacks \*) are kept in the store (store.SetKeywords), so
+// PERMANENTFLAGS includes \* where the proxy keeps them. Mailbox FLAGS are
+// the union of the sources' flags and the kept keywords.
 package merge

@@ -425,6 +425,12 @@ func (h *Hub) syncWorker(name string, vm store.VMailbox, key srcKey, ss *srcStat
 	var res SyncResult
 	if err == nil {
 		res, err = SyncSource(h.ctx, h.st, vm, key.Account, c, key.Mailbox)
+		if err != nil {
+			// The connection may be stuck on a mailbox deleted under it
+			// (Dovecot then answers every command on it with NO): the
+			// retry gets a fresh one.
+			c.Close()
+		}
 		pool.Put(c)
 	}
 	select {

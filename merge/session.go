@@ -29,7 +29,17 @@ type Session struct {
 	cancel context.CancelFunc
 
 	sel *selection // nil when no mailbox is selected
+
+	// broken, when set, ends the client connection: a response was cut
+	// short (an upstream failed mid-literal) and cannot be finished.
+	broken func()
 }
+
+// OnBroken sets what ends the client connection when a response cannot be
+// finished (the upstream failed in the middle of a literal). Without it the
+// session can only answer NO, which a client reading the literal would
+// wait for in vain.
+func (s *Session) OnBroken(f func()) { s.broken = f }
 
 // selection is the session's selected virtual mailbox.
 type selection struct {

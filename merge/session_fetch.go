@@ -166,11 +166,14 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 			err = s.streamBodies(c, rw, fm.seq, m.uid, options)
 		}
 		if err != nil {
-			// The response is half written: end the connection rather
-			// than send a broken one.
+			// The response may be half written: end the connection rather
+			// than leave the client waiting for the rest of a literal.
 			s.log.Error("fetch: body failed", "mailbox", s.sel.name, "account", m.account, "err", err)
+			if s.broken != nil {
+				s.broken()
+			}
 			rw.Close()
-			return err
+			return s.clientErr("fetch", s.sel.name, err)
 		}
 	}
 	return rw.Close()

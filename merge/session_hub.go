@@ -58,6 +58,12 @@ func (cs *conns) get(account, mailbox string, readOnly bool) (*upstream.Client, 
 	hc.selected = false
 	data, err := hc.c.Select(cs.s.ctx, mailbox, readOnly)
 	if err != nil {
+		// A connection whose SELECT failed may be stuck on a mailbox that
+		// was deleted under it (Dovecot answers "Mailbox was deleted under
+		// us" from then on): the pool gets a fresh one instead.
+		hc.c.Close()
+		cs.s.hub.pools[account].Put(hc.c)
+		delete(cs.held, account)
 		return nil, nil, err
 	}
 	hc.mailbox, hc.readOnly, hc.selected, hc.data = mailbox, readOnly, true, data

@@ -145,8 +145,12 @@ func (e *sessEnv) serveManager(m *Manager, h *imapclient.UnilateralDataHandler) 
 		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapNamespace: {}, imap.CapMove: {}, imap.CapUIDPlus: {}}
 	}
 	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			s, err := m.NewSession(context.Background(), e.spec)
+			if ms, ok := s.(*Session); ok {
+				// As the proxy does: a response cut short ends the connection.
+				ms.OnBroken(func() { c.NetConn().Close() })
+			}
 			return s, &imapserver.GreetingData{PreAuth: true}, err
 		},
 		Caps:         caps,

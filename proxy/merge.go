@@ -27,17 +27,25 @@ import (
 
 // mergeCaps are the capabilities the merged session is served with,
 // besides those imapserver adds on its own for IMAP4rev1 (SASL-IR,
-// LITERAL-, UNSELECT, ENABLE, IDLE, UTF8=ACCEPT): what merge.Session
-// implements (NAMESPACE, MOVE, UIDPLUS's COPYUID/APPENDUID and UID
-// EXPUNGE, \HasChildren/\HasNoChildren on every LIST line), and LITERAL+,
-// which imapserver handles itself.
+// LITERAL-, UNSELECT, ENABLE, IDLE, UTF8=ACCEPT): IMAP4rev2 (whose
+// backend needs merge.Session implements: NAMESPACE, MOVE, ESEARCH,
+// SEARCHRES, LIST-EXTENDED, LIST-STATUS, STATUS=SIZE; imapserver lists
+// these for IMAP4rev1 clients too), UIDPLUS's COPYUID/APPENDUID and UID
+// EXPUNGE, \HasChildren/\HasNoChildren on every LIST line (CHILDREN),
+// and LITERAL+, which imapserver handles itself.
 var mergeCaps = imap.CapSet{
-	imap.CapIMAP4rev1:   {},
-	imap.CapNamespace:   {},
-	imap.CapMove:        {},
-	imap.CapUIDPlus:     {},
-	imap.CapChildren:    {},
-	imap.CapLiteralPlus: {},
+	imap.CapIMAP4rev1:    {},
+	imap.CapIMAP4rev2:    {},
+	imap.CapNamespace:    {},
+	imap.CapMove:         {},
+	imap.CapUIDPlus:      {},
+	imap.CapChildren:     {},
+	imap.CapLiteralPlus:  {},
+	imap.CapESearch:      {},
+	imap.CapSearchRes:    {},
+	imap.CapListExtended: {},
+	imap.CapListStatus:   {},
+	imap.CapStatusSize:   {},
 }
 
 // closeHandoff stops the merged sessions' imapserver (Shutdown, once the
@@ -82,6 +90,11 @@ func newMergedSession(c *imapserver.Conn, info any) (imapserver.Session, error) 
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	h.conn = c
+	if b, ok := h.sess.(interface{ OnBroken(func()) }); ok {
+		// A response cut short by an upstream failure cannot be finished:
+		// end the connection rather than leave the client waiting.
+		b.OnBroken(func() { c.NetConn().Close() })
+	}
 	return h.sess, nil
 }
 
@@ -106,6 +119,14 @@ func (h *mergeHandover) bye(s *Server, text string) {
 type mergedSessionAPI interface {
 	imapserver.SessionNamespace
 	imapserver.SessionMove
+}
+
+// OnBroken passes the session's connection closer on to the merged
+// session.
+func (g *idleGuard) OnBroken(f func()) {
+	if b, ok := g.mergedSessionAPI.(interface{ OnBroken(func()) }); ok {
+		b.OnBroken(f)
+	}
 }
 
 // idleGuard makes Close wait for an IDLE still running. imapserver runs

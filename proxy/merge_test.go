@@ -85,7 +85,7 @@ func mergeLogin(t *testing.T, c *textClient, user, password string) {
 	// A command pipelined behind the LOGIN reaches the merged session.
 	c.send("a LOGIN " + user + " " + password + "\r\nb NOOP\r\n")
 	ok := c.line()
-	if !strings.HasPrefix(ok, "a OK [CAPABILITY IMAP4rev1") || !strings.Contains(ok, "NAMESPACE") ||
+	if !strings.HasPrefix(ok, "a OK [CAPABILITY IMAP4rev") || !strings.Contains(ok, " IMAP4rev1") || !strings.Contains(ok, "IMAP4rev2") || !strings.Contains(ok, "NAMESPACE") ||
 		!strings.Contains(ok, "MOVE") || !strings.HasSuffix(ok, "] Logged in") {
 		t.Fatalf("login answer %q", ok)
 	}
