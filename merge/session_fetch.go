@@ -162,14 +162,15 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 	}
 	if bodies {
 		c, _, err := cs.get(m.account, m.mailbox, !markSeen)
+		started := false
 		if err == nil {
-			err = s.streamBodies(c, rw, fm.seq, m.uid, options)
+			started, err = s.streamBodies(c, rw, fm.seq, m.uid, options)
 		}
 		if err != nil {
-			// The response may be half written: end the connection rather
-			// than leave the client waiting for the rest of a literal.
 			s.log.Error("fetch: body failed", "mailbox", s.sel.name, "account", m.account, "err", err)
-			if s.broken != nil {
+			if started && s.broken != nil {
+				// A literal is half written: end the connection rather
+				// than leave the client waiting for the rest of it.
 				s.broken()
 			}
 			rw.Close()
@@ -181,7 +182,7 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 
 // streamBodies fetches the body sections of the message at upstream
 // sequence number seq (which must be uid) and streams them into rw.
-func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseWriter, seq uint32, uid imap.UID, options *imap.FetchOptions) error {
+func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseWriter, seq uint32, uid imap.UID, options *imap.FetchOptions) (started bool, err error) {
 	opts := &imap.FetchOptions{UID: true}
 	for _, bs := range options.BodySection {
 		peek := *bs
@@ -196,7 +197,7 @@ func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseW
 	opts.BinarySectionSize = options.BinarySectionSize
 	bodyUsed := make([]bool, len(options.BodySection))
 	binUsed := make([]bool, len(options.BinarySection))
-	return c.Do(s.ctx, func(ic *imapclient.Client) error {
+	err = c.Do(s.ctx, func(ic *imapclient.Client) error {
 		cmd := ic.Fetch(imap.SeqSetNum(seq), opts)
 		var gotUID imap.UID
 		var ferr error
@@ -221,6 +222,7 @@ func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseW
 						continue
 					}
 					bodyUsed[i] = true
+					started = true
 					wc := rw.WriteBodySection(options.BodySection[i], item.Literal.Size())
 					ferr = copyLiteral(wc, item.Literal)
 				case imapclient.FetchItemDataBinarySection:
@@ -229,6 +231,7 @@ func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseW
 						continue
 					}
 					binUsed[i] = true
+					started = true
 					wc := rw.WriteBinarySection(options.BinarySection[i], item.Literal.Size())
 					ferr = copyLiteral(wc, item.Literal)
 				case imapclient.FetchItemDataBinarySectionSize:
@@ -249,6 +252,7 @@ func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseW
 		}
 		return ferr
 	})
+	return started, err
 }
 
 // copyLiteral copies a literal into the client's literal writer, which
