@@ -72,11 +72,12 @@ type MailboxView struct {
 // ViewMessage is one message of a virtual mailbox and where it lives. Its
 // Flags are shared with the hub and other sessions: never change them.
 type ViewMessage struct {
-	VUID    uint32
-	Account string
-	Mailbox string
-	UID     imap.UID
-	Flags   []imap.Flag
+	VUID        uint32
+	Account     string
+	Mailbox     string
+	UIDValidity uint32 // the upstream mailbox's, when UID was read
+	UID         imap.UID
+	Flags       []imap.Flag
 }
 
 // Update is a change of a selected mailbox for a session. Apply Removed

@@ -483,7 +483,7 @@ func (s *hubState) applySync(vs *vmState, key srcKey, ss *srcState, res SyncResu
 	msgs := make(map[uint32]ViewMessage, len(res.Messages))
 	u := Update{Mailbox: vs.name}
 	for _, m := range res.Messages {
-		vm := ViewMessage{VUID: m.VUID, Account: key.Account, Mailbox: key.Mailbox, UID: m.UID, Flags: m.Flags}
+		vm := ViewMessage{VUID: m.VUID, Account: key.Account, Mailbox: key.Mailbox, UIDValidity: res.UIDValidity, UID: m.UID, Flags: m.Flags}
 		msgs[m.VUID] = vm
 		old, ok := ss.msgs[m.VUID]
 		switch {

@@ -52,6 +52,10 @@ type selection struct {
 	// cannot (see session_keywords.go).
 	kept map[VUID][]imap.Flag
 	msgs map[VUID]*sessMessage
+	// validity is each source's UIDVALIDITY as the session's UIDs were
+	// mapped; an upstream that now reports another one was recreated, and
+	// its UIDs name other messages.
+	validity map[srcKey]uint32
 	// searchRes is the last SEARCH ... SAVE result ("$").
 	searchRes []VUID
 	// removed are vuids the hub reported gone that could not be
@@ -123,12 +127,14 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		uidValidity: view.VMailbox.UIDValidity,
 		vmID:        view.VMailbox.ID,
 		msgs:        make(map[VUID]*sessMessage, len(view.Messages)),
+		validity:    make(map[srcKey]uint32),
 	}
 	vuids := make([]VUID, len(view.Messages))
 	var firstUnseen uint32
 	for i, vm := range view.Messages {
 		vuids[i] = vm.VUID
 		sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
+		sel.validity[srcKey{vm.Account, vm.Mailbox}] = vm.UIDValidity
 		if firstUnseen == 0 && !hasFlag(vm.Flags, imap.FlagSeen) {
 			firstUnseen = uint32(i + 1)
 		}
@@ -236,6 +242,7 @@ func (s *Session) absorb() {
 				continue
 			}
 			sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
+			sel.validity[srcKey{vm.Account, vm.Mailbox}] = vm.UIDValidity
 			vs = append(vs, vm.VUID)
 		}
 		if len(vs) > 0 {

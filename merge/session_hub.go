@@ -66,9 +66,23 @@ func (cs *conns) get(account, mailbox string, readOnly bool) (*upstream.Client, 
 		delete(cs.held, account)
 		return nil, nil, err
 	}
+	if sel := cs.s.sel; sel != nil {
+		if want, ok := sel.validity[srcKey{account, mailbox}]; ok && want != 0 && data.UIDValidity != want {
+			// The upstream mailbox was recreated: the session's UIDs for it
+			// name other messages now. Nothing is done with them until the
+			// hub has re-synced and the session has the new ones.
+			cs.s.hub.noteChange(srcKey{account, mailbox})
+			return nil, nil, errSourceChanged
+		}
+	}
 	hc.mailbox, hc.readOnly, hc.selected, hc.data = mailbox, readOnly, true, data
 	return hc.c, data, nil
 }
+
+// errSourceChanged answers a command on messages of an upstream mailbox
+// that was recreated since the session mapped them.
+var errSourceChanged = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+	Text: "A folder changed on its server; its messages reappear with new UIDs, try again"}
 
 // release puts every client back.
 func (cs *conns) release() {
