@@ -47,32 +47,8 @@ func startSpecialMemAt(t *testing.T, addr string, folders map[string]imap.Mailbo
 		}
 	}
 	mem.AddUser(m.user)
-	logger := &serverLog{t: t}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &specialSession{Session: mem.NewSession(), folders: folders}, nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapSpecialUse: {}, imap.CapListExtended: {}},
-		Logger:       logger,
-		InsecureAuth: true,
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.addr = ln.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(&logListener{Listener: ln, m: m})
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-		logger.mu.Lock()
-		logger.done = true
-		logger.mu.Unlock()
-	})
+	m.serve(mem, addr, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapSpecialUse: {}, imap.CapListExtended: {}},
+		func(s imapserver.Session) imapserver.Session { return &specialSession{Session: s, folders: folders} }, nil)
 	return m
 }
 

@@ -43,36 +43,7 @@ func startFakeMem(t *testing.T, caps imap.CapSet, wrap func(imapserver.Session) 
 		t.Fatal(err)
 	}
 	mem.AddUser(m.user)
-	logger := &serverLog{t: t}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			var s imapserver.Session = mem.NewSession()
-			if wrap != nil {
-				s = wrap(s)
-			}
-			return s, nil, nil
-		},
-		Caps:         caps,
-		Logger:       logger,
-		InsecureAuth: true,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.addr = ln.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(&wrapListener{Listener: &logListener{Listener: ln, m: m.memUpstream}, wrap: conn})
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-		logger.mu.Lock()
-		logger.done = true
-		logger.mu.Unlock()
-	})
+	m.memUpstream.serve(mem, "127.0.0.1:0", caps, wrap, conn)
 	return m
 }
 

@@ -40,35 +40,7 @@ func startSampleMemWrapped(t *testing.T, name string, wrap func(imapserver.Sessi
 		t.Fatal(err)
 	}
 	mem.AddUser(m.user)
-	logger := &serverLog{t: t}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			if wrap != nil {
-				return wrap(mem.NewSession()), nil, nil
-			}
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapNamespace: {}},
-		Logger:       logger,
-		InsecureAuth: true,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.addr = ln.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(&logListener{Listener: ln, m: m})
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-		logger.mu.Lock()
-		logger.done = true
-		logger.mu.Unlock()
-	})
+	m.serve(mem, "127.0.0.1:0", imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapNamespace: {}}, wrap, nil)
 	return m, msgs
 }
 

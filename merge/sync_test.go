@@ -102,33 +102,52 @@ func startMem(t *testing.T) *memUpstream {
 		t.Fatal(err)
 	}
 	mem.AddUser(m.user)
+	m.serve(mem, "127.0.0.1:0", imap.CapSet{imap.CapIMAP4rev1: {}}, nil, nil)
+	return m
+}
+
+// serve serves mem on addr ("127.0.0.1:0": any port) with caps until the
+// test ends: each session is a memserver session passed through
+// wrapSession, each connection through wrapConn (either may be nil), and
+// the server's commands are recorded for m.sent.
+func (m *memUpstream) serve(mem *imapmemserver.Server, addr string, caps imap.CapSet,
+	wrapSession func(imapserver.Session) imapserver.Session, wrapConn func(net.Conn) net.Conn) {
+	t := m.t
+	t.Helper()
 	logger := &serverLog{t: t}
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
+			var s imapserver.Session = mem.NewSession()
+			if wrapSession != nil {
+				s = wrapSession(s)
+			}
+			return s, nil, nil
 		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
+		Caps:         caps,
 		Logger:       logger,
 		InsecureAuth: true,
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.addr = ln.Addr().String()
-	served := make(chan struct{})
+	var served net.Listener = &logListener{Listener: ln, m: m}
+	if wrapConn != nil {
+		served = &wrapListener{Listener: served, wrap: wrapConn}
+	}
+	done := make(chan struct{})
 	go func() {
-		defer close(served)
-		srv.Serve(&logListener{Listener: ln, m: m})
+		defer close(done)
+		srv.Serve(served)
 	}()
 	t.Cleanup(func() {
 		srv.Close()
-		<-served
+		<-done
 		logger.mu.Lock()
 		logger.done = true
 		logger.mu.Unlock()
 	})
-	return m
 }
 
 // account returns the options to log in to the upstream.
