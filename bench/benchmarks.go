@@ -344,49 +344,11 @@ func benchBulk(ctx context.Context, e *env, o *options, rep *report) error {
 	}
 	defer pc.close()
 
-	var dRates, pRates []float64
-	var proxyCPU time.Duration
-	var proxyBytes int64
-	var proxyIO ioStats
-	fetch := func(c *client, rates *[]float64, isProxy bool) func() error {
-		return func() error {
-			cpu0, io0 := e.proxy.cpuTime(), e.proxy.io()
-			t0 := time.Now()
-			st, n, err := c.do("UID FETCH 1:* BODY.PEEK[]")
-			d := time.Since(t0)
-			if err != nil {
-				return err
-			}
-			if st != "OK" {
-				return fmt.Errorf("UID FETCH: %s", st)
-			}
-			if n < e.bulkBytes {
-				return fmt.Errorf("fetched %d bytes, less than the %d delivered", n, e.bulkBytes)
-			}
-			if rates != nil {
-				*rates = append(*rates, float64(n)/1e6/d.Seconds())
-				if isProxy {
-					proxyCPU += e.proxy.cpuTime() - cpu0
-					proxyIO = proxyIO.add(e.proxy.io().sub(io0))
-					proxyBytes += n
-				}
-			}
-			return nil
-		}
-	}
-	// The first fetch makes Dovecot read the maildir into its index and the
-	// page cache; it is not measured.
-	if err := interleave(0, fetch(dc, nil, false), fetch(pc, nil, true)); err != nil {
+	res, err := e.measureBulk(ctx, dc, pc, o.bulkRounds, e.bulkBytes)
+	if err != nil {
 		return err
 	}
-	for r := 0; r < o.bulkRounds && ctx.Err() == nil; r++ {
-		if err := interleave(r, fetch(dc, &dRates, false), fetch(pc, &pRates, true)); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
+	dRates, pRates, proxyCPU, proxyBytes, proxyIO := res.dRates, res.pRates, res.proxyCPU, res.proxyBytes, res.proxyIO
 	dAll := fmt.Sprint(roundAll(dRates))
 	pAll := fmt.Sprint(roundAll(pRates))
 	dMed, pMed := medianFloat(dRates), medianFloat(pRates)
@@ -568,4 +530,55 @@ func benchBurst(ctx context.Context, e *env, o *options, rep *report) error {
 		}
 	}
 	return nil
+}
+
+// bulkResult holds a bulk-fetch comparison's figures.
+type bulkResult struct {
+	dRates, pRates []float64 // MB/s per measured round, direct and through the proxy
+	proxyCPU       time.Duration
+	proxyBytes     int64
+	proxyIO        ioStats
+}
+
+// measureBulk runs "UID FETCH 1:* BODY.PEEK[]" of the mailbox selected on
+// dc (direct) and pc (through the proxy), alternating: one unmeasured
+// fetch per side (Dovecot's index and the page cache), then rounds
+// measured ones, each of which must return at least minBytes.
+func (e *env) measureBulk(ctx context.Context, dc, pc *client, rounds int, minBytes int64) (bulkResult, error) {
+	var res bulkResult
+	fetch := func(c *client, rates *[]float64, isProxy bool) func() error {
+		return func() error {
+			cpu0, io0 := e.proxy.cpuTime(), e.proxy.io()
+			t0 := time.Now()
+			st, n, err := c.do("UID FETCH 1:* BODY.PEEK[]")
+			d := time.Since(t0)
+			if err != nil {
+				return err
+			}
+			if st != "OK" {
+				return fmt.Errorf("UID FETCH: %s", st)
+			}
+			if n < minBytes {
+				return fmt.Errorf("fetched %d bytes, less than the %d delivered", n, minBytes)
+			}
+			if rates != nil {
+				*rates = append(*rates, float64(n)/1e6/d.Seconds())
+				if isProxy {
+					res.proxyCPU += e.proxy.cpuTime() - cpu0
+					res.proxyIO = res.proxyIO.add(e.proxy.io().sub(io0))
+					res.proxyBytes += n
+				}
+			}
+			return nil
+		}
+	}
+	if err := interleave(0, fetch(dc, nil, false), fetch(pc, nil, true)); err != nil {
+		return res, err
+	}
+	for r := 0; r < rounds && ctx.Err() == nil; r++ {
+		if err := interleave(r, fetch(dc, &res.dRates, false), fetch(pc, &res.pRates, true)); err != nil {
+			return res, err
+		}
+	}
+	return res, ctx.Err()
 }

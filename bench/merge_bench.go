@@ -152,48 +152,11 @@ func benchMergeBulk(ctx context.Context, e *env, o *options, rep *report) error 
 	}
 	defer pc.close()
 
-	var dRates, pRates []float64
-	var proxyCPU time.Duration
-	var proxyBytes int64
-	var proxyIO ioStats
-	fetch := func(c *client, rates *[]float64, isProxy bool) func() error {
-		return func() error {
-			cpu0, io0 := e.proxy.cpuTime(), e.proxy.io()
-			t0 := time.Now()
-			st, n, err := c.do("UID FETCH 1:* BODY.PEEK[]")
-			d := time.Since(t0)
-			if err != nil {
-				return err
-			}
-			if st != "OK" {
-				return fmt.Errorf("UID FETCH: %s", st)
-			}
-			if n < e.mergeBulkBytes {
-				return fmt.Errorf("fetched %d bytes, less than the %d delivered", n, e.mergeBulkBytes)
-			}
-			if rates != nil {
-				*rates = append(*rates, float64(n)/1e6/d.Seconds())
-				if isProxy {
-					proxyCPU += e.proxy.cpuTime() - cpu0
-					proxyIO = proxyIO.add(e.proxy.io().sub(io0))
-					proxyBytes += n
-				}
-			}
-			return nil
-		}
-	}
-	// One unmeasured fetch per side: Dovecot's index and the page cache.
-	if err := interleave(0, fetch(dc, nil, false), fetch(pc, nil, true)); err != nil {
+	res, err := e.measureBulk(ctx, dc, pc, o.bulkRounds, e.mergeBulkBytes)
+	if err != nil {
 		return err
 	}
-	for r := 0; r < o.bulkRounds && ctx.Err() == nil; r++ {
-		if err := interleave(r, fetch(dc, &dRates, false), fetch(pc, &pRates, true)); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
+	dRates, pRates, proxyCPU, proxyBytes, proxyIO := res.dRates, res.pRates, res.proxyCPU, res.proxyBytes, res.proxyIO
 	dAll, pAll := fmt.Sprint(roundAll(dRates)), fmt.Sprint(roundAll(pRates))
 	dMed, pMed := medianFloat(dRates), medianFloat(pRates)
 	rep.add(row{"mergebulk", fmt.Sprintf("MB/s, %s/%s %.0f MB, median of %d", mergeWorkPre, mergeBulkBox,
