@@ -35,15 +35,7 @@ func (s *Server) pollRevocations() {
 		for _, id := range revoked {
 			for _, ss := range live[id] {
 				ss.log.Info("app password revoked: ending session")
-				s.mu.Lock()
-				h := s.merged[ss]
-				s.mu.Unlock()
-				if h != nil {
-					// imapserver owns a merged session's stream.
-					h.bye(s, "This app password was revoked")
-				} else {
-					ss.endWith("* BYE This app password was revoked\r\n")
-				}
+				ss.endWith("This app password was revoked")
 			}
 		}
 	}

@@ -383,16 +383,25 @@ func (ss *session) shutdown() {
 		c.SetReadDeadline(time.Now())
 		return
 	}
-	ss.endWith("* BYE Server shutting down\r\n")
+	ss.endWith("Server shutting down")
 }
 
-// endWith ends a routed session with bye, written between two responses.
-func (ss *session) endWith(bye string) {
+// endWith ends a logged-in session with "* BYE text", written between two
+// responses: by the relay's writer for a routed session, by imapserver
+// for a merged one (which owns that stream).
+func (ss *session) endWith(text string) {
+	ss.srv.mu.Lock()
+	h := ss.srv.merged[ss]
+	ss.srv.mu.Unlock()
+	if h != nil {
+		h.bye(ss.srv, text)
+		return
+	}
 	ss.mu.Lock()
 	ss.closing = true
 	w := ss.w
 	ss.mu.Unlock()
-	w.writeLineThen([]byte(bye), ss.closeConns)
+	w.writeLineThen([]byte("* BYE "+text+"\r\n"), ss.closeConns)
 }
 
 // forceClose ends the session now.
