@@ -51,6 +51,7 @@ type Config struct {
 	Secrets   Secrets    `toml:"secrets"`
 	Auth      AuthPolicy `toml:"auth"`
 	OAuth     OAuth      `toml:"oauth"`
+	Plugins   []Plugin   `toml:"plugin"`
 
 	// Path is the file the configuration was read from (not a TOML key).
 	Path string `toml:"-"`
@@ -249,6 +250,49 @@ type OAuth struct {
 	Audience  string `toml:"audience"`
 	JWKSURL   string `toml:"jwks_url"`
 	UserClaim string `toml:"user_claim"` // the claim holding the login name; default "email"
+}
+
+// PluginKind says what a plugin decides.
+type PluginKind string
+
+// Plugin kinds.
+const (
+	PluginAuthenticator PluginKind = "authenticator" // checks credentials
+	PluginRouter        PluginKind = "router"        // chooses route or merge plans
+)
+
+// PluginOnError says what a login gets when a plugin fails (crashes, hangs
+// past its timeout, answers nonsense).
+type PluginOnError string
+
+// Plugin failure policies.
+const (
+	PluginErrorDeny PluginOnError = "deny" // NO [UNAVAILABLE]: fail closed
+	PluginErrorNext PluginOnError = "next" // the next plugin, then the built-in checks or rules, decide
+)
+
+// Plugin is an out-of-process program (hashicorp/go-plugin over gRPC)
+// that decides logins or routes, see package plugins.
+type Plugin struct {
+	// Name identifies the plugin in logs and metrics (unique).
+	Name string     `toml:"name"`
+	Kind PluginKind `toml:"kind"`
+	// Command is the plugin's executable, an absolute path; Args are
+	// passed to it.
+	Command string   `toml:"command"`
+	Args    []string `toml:"args"`
+	// SHA256 is the executable's checksum in hex; a file that does not
+	// match is not started.
+	SHA256 string `toml:"sha256"`
+	// Timeout bounds each call (default 3s).
+	Timeout Duration `toml:"timeout"`
+	// OnError is "deny" (default) or "next".
+	OnError PluginOnError `toml:"on_error"`
+	// Env is the plugin's whole environment: the proxy's own (which may
+	// hold secrets) is not passed on.
+	Env map[string]string `toml:"env"`
+	// CacheTTL keeps answers this long (0: every login asks the plugin).
+	CacheTTL Duration `toml:"cache_ttl"`
 }
 
 // Enabled reports whether bearer tokens are configured.

@@ -32,6 +32,9 @@ const (
 	DefaultTOTPIssuer       = "imapproxy"
 	DefaultOAuthUserClaim   = "email"
 
+	DefaultPluginTimeout = 3 * time.Second
+	DefaultPluginOnError = PluginErrorDeny
+
 	DefaultUserMode      = ModeRoute
 	DefaultRouteUsername = "{user}"
 	DefaultRouteVerify   = VerifyUpstream
@@ -93,6 +96,13 @@ func (c *Config) ApplyDefaults() {
 			if a.Password == (Secret{}) {
 				a.Password = Secret{Kind: SecretPassthrough}
 			}
+		}
+	}
+	for i := range c.Plugins {
+		p := &c.Plugins[i]
+		setDuration(&p.Timeout, DefaultPluginTimeout)
+		if p.OnError == "" {
+			p.OnError = DefaultPluginOnError
 		}
 	}
 	for i := range c.Routes {

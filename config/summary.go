@@ -53,6 +53,12 @@ func (c *Config) Summary() string {
 	for _, r := range c.Routes {
 		fmt.Fprintf(&b, "  %s -> %s (verify=%s)\n", r.Match, r.Upstream, r.Verify)
 	}
+	if len(c.Plugins) > 0 {
+		fmt.Fprintf(&b, "plugins: %d\n", len(c.Plugins))
+		for _, p := range c.Plugins {
+			fmt.Fprintf(&b, "  %s %s: %s (timeout %s, on_error=%s)\n", p.Name, p.Kind, p.Command, shortDuration(p.Timeout.D()), p.OnError)
+		}
+	}
 	if c.Admin.Address != "" {
 		fmt.Fprintf(&b, "admin: %s\n", c.Admin.Address)
 	} else {

@@ -15,6 +15,8 @@ var (
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	logFormats  = []string{"text", "json"}
 	tlsVersions = []string{"1.2", "1.3"}
+	pluginKinds = []string{string(PluginAuthenticator), string(PluginRouter)}
+	onErrors    = []string{string(PluginErrorDeny), string(PluginErrorNext)}
 )
 
 // oneOf checks that v is one of allowed and, if not, says which are.
@@ -60,6 +62,24 @@ func (v *Verify) UnmarshalText(text []byte) error {
 		return err
 	}
 	*v = Verify(text)
+	return nil
+}
+
+// UnmarshalText accepts "authenticator" or "router".
+func (k *PluginKind) UnmarshalText(text []byte) error {
+	if err := oneOf(string(text), pluginKinds); err != nil {
+		return err
+	}
+	*k = PluginKind(text)
+	return nil
+}
+
+// UnmarshalText accepts "deny" or "next".
+func (o *PluginOnError) UnmarshalText(text []byte) error {
+	if err := oneOf(string(text), onErrors); err != nil {
+		return err
+	}
+	*o = PluginOnError(text)
 	return nil
 }
 

@@ -25,6 +25,7 @@ func (c *Config) Validate() error {
 	v.users()
 	v.routes()
 	v.security()
+	v.plugins()
 	return joinErrors(v.errs)
 }
 

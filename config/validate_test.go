@@ -221,3 +221,38 @@ func TestPasswordHashForms(t *testing.T) {
 		}
 	}
 }
+
+func TestPluginValidation(t *testing.T) {
+	const base = "[[listen]]\naddress = \"127.0.0.1:143\"\ntls = \"none\"\nallow_cleartext_auth = true\n"
+	sum := strings.Repeat("ab", 32)
+	good := base + "[[plugin]]\nname = \"dir\"\nkind = \"authenticator\"\ncommand = \"/usr/lib/p\"\nsha256 = \"" + sum + "\"\nenv = { TZ = \"UTC\" }\n"
+	cfg, err := Parse([]byte(good), "p.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Plugins[0]
+	if p.Timeout.D() != DefaultPluginTimeout || p.OnError != PluginErrorDeny || p.Env["TZ"] != "UTC" || p.CacheTTL != 0 {
+		t.Errorf("defaults: %+v", p)
+	}
+	if s := cfg.Summary(); !strings.Contains(s, "dir authenticator: /usr/lib/p (timeout 3s, on_error=deny)") || strings.Contains(s, "UTC") {
+		t.Errorf("summary:\n%s", s)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"[[plugin]]\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n", "p.toml:5: plugin[0].name: required"},
+		{"[[plugin]]\nname = \"a\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n", "plugin[0].kind: required"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"verifier\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n", "p.toml:7: plugin[0].kind: \"verifier\" is not one of authenticator, router"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"bin/p\"\nsha256 = \"" + sum + "\"\n", "p.toml:8: plugin[0].command: \"bin/p\" must be an absolute path"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\n", "plugin[0].sha256: required"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"abc\"\n", "p.toml:9: plugin[0].sha256: \"abc\" is not 64 hexadecimal digits"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\non_error = \"allow\"\n", "p.toml:10: plugin[0].on_error: \"allow\" is not one of deny, next"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\nenv = { \"1X\" = \"y\" }\n", "plugin[0].env.1X: \"1X\" is not a variable name"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n",
+			"p.toml:11: plugin[1].name: \"a\" is also plugin[0].name"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\nretries = 3\n", "p.toml:10: plugin[0].retries: unknown key"},
+	} {
+		_, err := Parse([]byte(base+tc.text), "p.toml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s", tc.text, err, tc.want)
+		}
+	}
+}
