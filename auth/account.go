@@ -79,12 +79,19 @@ func (a *Authenticator) appPassword(ctx context.Context, acct account, c Credent
 
 // authenticateToken checks an OAuth bearer token.
 func (a *Authenticator) authenticateToken(ctx context.Context, c Credentials) (Identity, error) {
-	if a.opts.OAuth == nil {
+	if a.opts.OAuth == nil && len(a.opts.Verifiers) == 0 {
 		return Identity{}, fmt.Errorf("%w: bearer tokens are not accepted", ErrInvalidCredentials)
 	}
 	locked, userFailures := a.locked(c.Username, c.Remote)
 	if locked {
 		return Identity{}, ErrLocked
+	}
+	if id, decided, err := a.external(ctx, c); decided {
+		id.userFailures = userFailures
+		return id, err
+	}
+	if a.opts.OAuth == nil {
+		return Identity{}, fmt.Errorf("%w: bearer tokens are not accepted", ErrInvalidCredentials)
 	}
 	user, err := a.opts.OAuth.Verify(ctx, c.Token)
 	if errors.Is(err, ErrInvalidToken) {
@@ -116,13 +123,17 @@ func (a *Authenticator) Succeeded(ctx context.Context, id Identity, remote netip
 		return
 	}
 	if id.codeUsed && id.grace > 0 && remote.IsValid() {
-		a.storeError(a.opts.Store.PutTOTPGrace(ctx, Key(id.User), remote, now.Add(id.grace)))
+		name := id.User
+		if id.totpName != "" {
+			name = id.totpName
+		}
+		a.storeError(a.opts.Store.PutTOTPGrace(ctx, Key(name), remote, now.Add(id.grace)))
 	}
 	if id.AppPasswordID != 0 {
 		a.storeError(a.opts.Store.TouchAppPassword(ctx, id.AppPasswordID, now, remote))
 	}
 	a.audit.add(store.Event{
-		Time: now, User: id.User, Kind: "login", Method: id.Method, Detail: strings.TrimSpace(id.AppPassword + mechanismDetail(mechanism)), Remote: remote,
+		Time: now, User: id.User, Kind: "login", Method: id.Method, Detail: strings.TrimSpace(id.AppPassword + id.Plugin + mechanismDetail(mechanism)), Remote: remote,
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestAuthenticate(t *testing.T) {
 			got, err := a.Authenticate(context.Background(), Credentials{
 				Username: tt.user, Password: tt.pw, Remote: netip.MustParseAddr("192.0.2.1"), Mechanism: "PLAIN", TLS: true,
 			})
-			if !errors.Is(err, tt.err) || got != tt.want {
+			if !errors.Is(err, tt.err) || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Authenticate = %+v, %v; want %+v, %v", got, err, tt.want, tt.err)
 			}
 		})

@@ -49,8 +49,12 @@ type Options struct {
 	Store store.Store
 	// Sealer opens TOTP secrets; nil: TOTP enrolments cannot be used.
 	Sealer *Sealer
-	// OAuth verifies bearer tokens; nil: they are refused.
+	// OAuth verifies bearer tokens; nil: they are refused (unless a
+	// verifier allows them).
 	OAuth *OAuthVerifier
+	// Verifiers (authenticator plugins) are asked, in order, before the
+	// built-in checks; see Verifier.
+	Verifiers []Verifier
 	// UpstreamVerifies tells, for a login the proxy holds no password for,
 	// whether a route lets the upstream check the password.
 	UpstreamVerifies func(login string) bool
@@ -145,6 +149,10 @@ type Credentials struct {
 	Remote    netip.Addr // the client's address (after PROXY protocol)
 	Mechanism string     // "login", "plain", "oauthbearer", "xoauth2"
 	TLS       bool       // whether the client connection is encrypted
+	// RemotePort and Listener (its configured address) are for
+	// verifiers.
+	RemotePort uint16
+	Listener   string
 	// ListenerGrace is the listener's totp_grace (0: global default).
 	ListenerGrace time.Duration
 }
@@ -175,7 +183,14 @@ type Identity struct {
 	AppPasswordID int64
 	ReadOnly      bool
 	Account       string
+	// Plugin names the verifier that allowed the login (Method
+	// MethodPlugin...), and Attributes are its attributes of the user.
+	Plugin     string
+	Attributes map[string]string
 
+	// totpName is the name the user's TOTP grace is kept under, when it
+	// is not User (a verifier's canonical name differs from the login).
+	totpName     string
 	codeUsed     bool
 	grace        time.Duration
 	userFailures int // the user's recent failures when the login began
@@ -218,7 +233,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, c Credentials) (Identi
 	if locked {
 		return Identity{}, ErrLocked
 	}
-	id, err := a.authenticatePassword(ctx, c)
+	id, decided, err := a.external(ctx, c)
+	if !decided {
+		id, err = a.authenticatePassword(ctx, c)
+	}
 	id.userFailures = userFailures
 	return id, err
 }
