@@ -254,25 +254,58 @@ func (v *validator) users() {
 		if u.PasswordHash != "" {
 			v.add(at.with("password_hash"), checkPasswordHash(u.PasswordHash))
 		}
-		v.enum(at.with("mode"), string(u.Mode), modes)
-		if u.Mode == ModeMerge {
-			v.mergeUser(u, at)
-			continue
-		}
-		v.notMerge(u, at)
-		switch {
-		case u.Upstream != "":
-			v.upstreamRef(at.with("upstream"), u.Upstream)
-		case len(v.cfg.Routes) == 0:
-			v.addf(at.with("upstream"), "required: there are no [[route]] rules to choose one")
-		}
-		if err := u.UpstreamPassword.check(); err != nil {
-			v.add(at.with("upstream_password"), err)
-		} else if u.PasswordHash == "" && !u.UpstreamPassword.IsPassthrough() {
-			v.addf(at.with("upstream_password"), "must be passthrough when password_hash is empty: "+
-				"the upstream is then the one to check the client's password")
+		v.user(u, at, u.PasswordHash != "")
+	}
+}
+
+// user checks the mode, upstream and upstream logins of user u;
+// proxyChecks says whether the proxy checks the user's password (else
+// every upstream password must be the client's own).
+func (v *validator) user(u *User, at keyPath, proxyChecks bool) {
+	v.enum(at.with("mode"), string(u.Mode), modes)
+	if u.Mode == ModeMerge {
+		v.mergeUser(u, at, proxyChecks)
+		return
+	}
+	v.notMerge(u, at)
+	switch {
+	case u.Upstream != "":
+		v.upstreamRef(at.with("upstream"), u.Upstream)
+	case len(v.cfg.Routes) == 0:
+		v.addf(at.with("upstream"), "required: there are no [[route]] rules to choose one")
+	}
+	if err := u.UpstreamPassword.check(); err != nil {
+		v.add(at.with("upstream_password"), err)
+	} else if !proxyChecks && !u.UpstreamPassword.IsPassthrough() {
+		v.addf(at.with("upstream_password"), "must be passthrough when password_hash is empty: "+
+			"the upstream is then the one to check the client's password")
+	}
+}
+
+// CheckUser checks a user entry made outside the file, such as a router
+// plugin's answer, as Validate checks a [[user]] against c's upstreams
+// and routes: proxyChecks says whether the proxy verified the user's
+// password (else every upstream password must be passthrough). Like
+// Load, it normalizes unified_special_use and fills defaults.
+func (c *Config) CheckUser(u *User, proxyChecks bool) error {
+	v := &validator{cfg: &Config{Upstreams: c.Upstreams, Routes: c.Routes}, upstreams: make(map[string]int)}
+	for i, up := range c.Upstreams {
+		if _, dup := v.upstreams[up.Name]; !dup {
+			v.upstreams[up.Name] = i
 		}
 	}
+	at := pathOf("user")
+	if u.Name == "" {
+		v.addf(at.with("name"), "required")
+	}
+	v.user(u, at, proxyChecks)
+	if err := joinErrors(v.errs); err != nil {
+		return err
+	}
+	one := Config{Users: []User{*u}}
+	one.ApplyDefaults()
+	*u = one.Users[0]
+	return nil
 }
 
 func (v *validator) routes() {

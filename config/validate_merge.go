@@ -71,7 +71,7 @@ func (v *validator) notMerge(u *User, at keyPath) {
 
 // mergeUser checks a merge-mode user and its [[user.account]] entries, and
 // normalizes unified_special_use.
-func (v *validator) mergeUser(u *User, at keyPath) {
+func (v *validator) mergeUser(u *User, at keyPath, proxyChecks bool) {
 	if u.Upstream != "" {
 		v.addf(at.with("upstream"), `not used by mode = "merge": each [[user.account]] names its upstream`)
 	}
@@ -105,7 +105,7 @@ func (v *validator) mergeUser(u *User, at keyPath) {
 	names := make(map[string]int)    // folded account name → index
 	prefixes := make(map[string]int) // folded prefix → index
 	for j := range u.Accounts {
-		v.account(u, j, at.with("account", j), names, prefixes, unified)
+		v.account(u, j, at.with("account", j), names, prefixes, unified, proxyChecks)
 	}
 
 	switch {
@@ -120,7 +120,7 @@ func (v *validator) mergeUser(u *User, at keyPath) {
 }
 
 // account checks user u's account j.
-func (v *validator) account(u *User, j int, at keyPath, names, prefixes map[string]int, unified map[string]bool) {
+func (v *validator) account(u *User, j int, at keyPath, names, prefixes map[string]int, unified map[string]bool, proxyChecks bool) {
 	a := &u.Accounts[j]
 	switch k := strings.ToLower(a.Name); {
 	case a.Name == "":
@@ -143,7 +143,7 @@ func (v *validator) account(u *User, j int, at keyPath, names, prefixes map[stri
 
 	if err := a.Password.check(); err != nil {
 		v.add(at.with("password"), err)
-	} else if u.PasswordHash == "" && !a.Password.IsPassthrough() {
+	} else if !proxyChecks && !a.Password.IsPassthrough() {
 		v.addf(at.with("password"), "must be passthrough when the user's password_hash is empty: "+
 			"the upstreams are then the ones to check the client's password")
 	}

@@ -88,6 +88,8 @@ type MergeAccount struct {
 // it needs in New, so later changes to the Config do not affect it; build a
 // new Router on reload. A Router is safe for concurrent use.
 type Router struct {
+	// check holds the upstreams and routes for PlanFor's checks.
+	check     *config.Config
 	users     []config.User
 	routes    []config.Route
 	upstreams map[string]bool
@@ -99,9 +101,13 @@ type Router struct {
 // malformed pattern matches nothing, and a plan naming an undefined
 // upstream is an error.
 func New(cfg *config.Config) *Router {
-	r := &Router{upstreams: make(map[string]bool)}
+	r := &Router{upstreams: make(map[string]bool), check: &config.Config{}}
 	if cfg == nil {
 		return r
+	}
+	r.check = &config.Config{
+		Upstreams: append([]config.Upstream(nil), cfg.Upstreams...),
+		Routes:    append([]config.Route(nil), cfg.Routes...),
 	}
 	r.global = cfg.Auth
 	r.users = append([]config.User(nil), cfg.Users...)
@@ -208,6 +214,11 @@ func (r *Router) planUser(u *config.User) (Plan, error) {
 	if u.PasswordHash != "" {
 		verify = config.VerifyProxy
 	}
+	return r.planUserAs(u, verify)
+}
+
+// planUserAs is planUser with who verifies the password given.
+func (r *Router) planUserAs(u *config.User, verify config.Verify) (Plan, error) {
 	mode := u.Mode
 	if mode == "" {
 		mode = config.ModeRoute
