@@ -44,7 +44,15 @@ type hubState struct {
 	mailboxes map[string]*vmState // selected virtual mailboxes, by name
 	watchers  map[srcKey]*watchEntry
 	linger    *time.Timer
+	// lingering are the selected mailboxes no session has selected any
+	// more, oldest first: their state is kept (unwatched), so that
+	// selecting one again needs only a quick sync (SyncSourceSince).
+	lingering []*vmState
 }
+
+// maxLingering bounds the mailboxes whose state outlives their last
+// session.
+const maxLingering = 8
 
 // treeState is the tree as last built.
 type treeState struct {
@@ -68,13 +76,19 @@ type vmState struct {
 	sources []router.Source
 	subs    map[*Subscriber]bool // true once it has its view (activated)
 	src     map[srcKey]*srcState
+	// watched: the sources' watchers run (a session has it selected);
+	// false while it lingers.
+	watched bool
 }
 
 // srcState is one source of a selected virtual mailbox.
 type srcState struct {
-	msgs    map[uint32]ViewMessage // as of the last sync; nil before one
-	perm    []imap.Flag
-	synced  bool
+	msgs   map[uint32]ViewMessage // as of the last sync; nil before one
+	perm   []imap.Flag
+	synced bool
+	// mark is what the last sync's EXAMINE reported (zero before one, or
+	// after a failure): the next sync starts from it.
+	mark    SyncMark
 	running bool         // a sync worker runs
 	again   bool         // another sync is wanted when it ends
 	waiting []chan error // told when the running sync ends
@@ -234,11 +248,24 @@ func (ev selectEvent) apply(s *hubState) {
 		return
 	}
 	vs := s.mailboxes[ev.name]
+	if vs != nil && !vs.watched && (vs.vm.ID != ev.vm.ID || vs.vm.UIDValidity != ev.vm.UIDValidity) {
+		// The virtual mailbox was deleted and made again (or renamed)
+		// while it lingered: its state names other vuids.
+		s.drop(vs)
+		vs = nil
+	}
 	if vs == nil {
 		vs = &vmState{name: ev.name, subs: make(map[*Subscriber]bool), src: make(map[srcKey]*srcState)}
 		s.mailboxes[ev.name] = vs
 	}
 	vs.vm = ev.vm
+	if !vs.watched {
+		vs.watched = true
+		s.lingering = slices.DeleteFunc(s.lingering, func(l *vmState) bool { return l == vs })
+		for _, src := range vs.sources {
+			s.watch(srcKey(src))
+		}
+	}
 	for _, src := range ev.sources {
 		key := srcKey(src)
 		if vs.src[key] == nil {
@@ -300,8 +327,10 @@ type watcherCountEvent struct{ reply chan int }
 
 func (ev watcherCountEvent) apply(s *hubState) { ev.reply <- len(s.watchers) }
 
-// unselect drops sub's selection and its pending updates, and the
-// mailbox's state when no session is left on it.
+// unselect drops sub's selection and its pending updates. A mailbox no
+// session has selected any more lingers: its watchers stop, its state
+// stays for a quick sync when it is selected again (the oldest beyond
+// maxLingering is dropped).
 func (s *hubState) unselect(sub *Subscriber) {
 	sub.clear()
 	if sub.mailbox == "" {
@@ -316,16 +345,38 @@ func (s *hubState) unselect(sub *Subscriber) {
 	if len(vs.subs) > 0 {
 		return
 	}
+	s.quiesce(vs)
+	s.lingering = append(s.lingering, vs)
+	if len(s.lingering) > maxLingering {
+		s.drop(s.lingering[0])
+	}
+}
+
+// quiesce stops what runs for a mailbox with no session: its watchers,
+// its retries, and the waits of selections that ended.
+func (s *hubState) quiesce(vs *vmState) {
 	for key, ss := range vs.src {
 		for _, ch := range append(ss.waiting, ss.next...) {
 			ch <- errUnselected
 		}
+		ss.waiting, ss.next = nil, nil
 		if ss.retry != nil {
 			ss.retry.Stop()
 		}
-		s.unwatch(key)
+		if vs.watched {
+			s.unwatch(key)
+		}
 	}
-	delete(s.mailboxes, vs.name)
+	vs.watched = false
+}
+
+// drop forgets a mailbox that no session has selected.
+func (s *hubState) drop(vs *vmState) {
+	s.quiesce(vs)
+	s.lingering = slices.DeleteFunc(s.lingering, func(l *vmState) bool { return l == vs })
+	if s.mailboxes[vs.name] == vs {
+		delete(s.mailboxes, vs.name)
+	}
 }
 
 // watch adds a reference to the watcher of key, starting it if none runs.
@@ -384,7 +435,7 @@ func (s *hubState) syncDirty() {
 	h.dirtyMu.Unlock()
 	for key := range set {
 		for _, vs := range s.mailboxes {
-			if vs.src[key] != nil {
+			if vs.watched && vs.src[key] != nil {
 				s.requestSync(vs, key, nil)
 			}
 		}
@@ -414,17 +465,22 @@ func (s *hubState) startSync(vs *vmState, key srcKey, ss *srcState) {
 	h := s.h
 	ss.running = true
 	name, vm := vs.name, vs.vm
-	h.wg.Go(func() { h.syncWorker(name, vm, key, ss) })
+	var since *SyncMark
+	if ss.synced && ss.mark.usable() {
+		m := ss.mark
+		since = &m
+	}
+	h.wg.Go(func() { h.syncWorker(name, vm, key, ss, since) })
 }
 
 // syncWorker syncs one source on a pooled client and reports to the hub.
-func (h *Hub) syncWorker(name string, vm store.VMailbox, key srcKey, ss *srcState) {
+func (h *Hub) syncWorker(name string, vm store.VMailbox, key srcKey, ss *srcState, since *SyncMark) {
 	defer h.recoverLog("sync")
 	pool := h.pools[key.Account]
 	c, err := pool.Get(h.ctx)
 	var res SyncResult
 	if err == nil {
-		res, err = SyncSource(h.ctx, h.st, vm, key.Account, c, key.Mailbox)
+		res, err = SyncSourceSince(h.ctx, h.st, vm, key.Account, c, key.Mailbox, since)
 		if err != nil {
 			// The connection may be stuck on a mailbox deleted under it
 			// (Dovecot then answers every command on it with NO): the
@@ -455,13 +511,16 @@ func (ev syncDoneEvent) apply(s *hubState) {
 	}
 	ss := ev.ss
 	if ev.err != nil {
+		ss.mark = SyncMark{}
 		ss.retryDelay = min(max(2*ss.retryDelay, minSyncRetry), maxSyncRetry)
 		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err, "retry", ss.retryDelay)
 		if ss.retry != nil {
 			ss.retry.Stop()
 		}
 		h, key := s.h, ev.key
-		ss.retry = time.AfterFunc(ss.retryDelay, func() { h.noteChange(key) })
+		if vs.watched {
+			ss.retry = time.AfterFunc(ss.retryDelay, func() { h.noteChange(key) })
+		}
 	} else {
 		ss.retryDelay = 0
 		s.applySync(vs, ev.key, ss, ev.res)
@@ -480,6 +539,14 @@ func (ev syncDoneEvent) apply(s *hubState) {
 // applySync keeps a source's new state and queues what changed since the
 // last sync for the sessions that have their view.
 func (s *hubState) applySync(vs *vmState, key srcKey, ss *srcState, res SyncResult) {
+	switch {
+	case res.Unchanged:
+		return
+	case res.FlagsOnly:
+		s.applyFlags(vs, key, ss, res)
+		return
+	}
+	ss.mark = res.Mark
 	msgs := make(map[uint32]ViewMessage, len(res.Messages))
 	u := Update{Mailbox: vs.name}
 	for _, m := range res.Messages {
@@ -499,6 +566,40 @@ func (s *hubState) applySync(vs *vmState, key srcKey, ss *srcState, res SyncResu
 		}
 	}
 	ss.msgs, ss.perm, ss.synced = msgs, res.PermanentFlags, true
+	s.publish(vs, u)
+}
+
+// applyFlags applies a sync that found only flag changes. A UID the
+// hub does not know (its state is older than the mark) makes the next
+// sync a full one.
+func (s *hubState) applyFlags(vs *vmState, key srcKey, ss *srcState, res SyncResult) {
+	byUID := make(map[imap.UID]uint32, len(ss.msgs))
+	for v, m := range ss.msgs {
+		byUID[m.UID] = v
+	}
+	u := Update{Mailbox: vs.name}
+	for _, it := range res.Changed {
+		v, ok := byUID[it.UID]
+		if !ok {
+			ss.mark, ss.again = SyncMark{}, true
+			continue
+		}
+		m := ss.msgs[v]
+		if sameFlags(m.Flags, it.Flags) {
+			continue
+		}
+		m.Flags = it.Flags
+		ss.msgs[v] = m
+		u.Flags = append(u.Flags, m)
+	}
+	if !ss.again {
+		ss.mark = res.Mark
+	}
+	s.publish(vs, u)
+}
+
+// publish queues u for the sessions of vs that have their view.
+func (s *hubState) publish(vs *vmState, u Update) {
 	if len(u.Added)+len(u.Removed)+len(u.Flags) == 0 {
 		return
 	}

@@ -47,6 +47,9 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 		markSeen = markSeen || len(options.BinarySection) > 0 && !options.BinarySection[0].Peek
 	}
+	if !markSeen && localOnly(options) {
+		return s.fetchLocal(w, sel, vuids, options)
+	}
 	cs := s.conns()
 	defer cs.release()
 
@@ -77,6 +80,35 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			continue
 		}
 		if err := s.writeMessage(w, cs, seq, v, m, fm, options, bodies, markSeen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// localOnly reports whether a FETCH asks only for what the session
+// knows: UID and FLAGS. Flags are upstream-authoritative, but the hub
+// keeps them current (every sync, a watcher per source reporting changes
+// within seconds, STORE results), so a client's frequent
+// "UID FETCH 1:* (FLAGS)" is answered without going upstream.
+func localOnly(o *imap.FetchOptions) bool {
+	return !o.Envelope && !o.InternalDate && !o.RFC822Size && o.BodyStructure == nil && !o.ModSeq &&
+		len(o.BodySection)+len(o.BinarySection)+len(o.BinarySectionSize) == 0
+}
+
+// fetchLocal writes UID and FLAGS from the session's state.
+func (s *Session) fetchLocal(w *imapserver.FetchWriter, sel *selection, vuids []VUID, options *imap.FetchOptions) error {
+	for _, v := range vuids {
+		seq, ok := sel.snap.Seq(v)
+		if !ok || sel.msgs[v] == nil {
+			continue
+		}
+		rw := w.CreateMessage(seq)
+		rw.WriteUID(imap.UID(v))
+		if options.Flags {
+			rw.WriteFlags(sel.flagsOf(v))
+		}
+		if err := rw.Close(); err != nil {
 			return err
 		}
 	}

@@ -40,7 +40,34 @@ type SyncResult struct {
 	Removed []uint32
 	// PermanentFlags is what the upstream's EXAMINE reported.
 	PermanentFlags []imap.Flag
+	// Mark is what the upstream's EXAMINE reported, for the next sync.
+	Mark SyncMark
+	// Unchanged: nothing changed since the mark SyncSourceSince was
+	// given; Messages, Added and Removed are empty and the caller's state
+	// of the source stands.
+	Unchanged bool
+	// FlagsOnly: since the given mark only flags changed (the same UIDs
+	// are there); Changed has the messages with their new flags, and
+	// Messages, Added and Removed are empty.
+	FlagsOnly bool
+	Changed   []upstream.FlagsItem
 }
+
+// SyncMark is what an upstream mailbox's EXAMINE reported at a sync.
+// With CONDSTORE, an equal mark later means that nothing changed, and a
+// mark that differs only in HIGHESTMODSEQ that only flags changed: UIDs
+// only grow (UIDNEXT), and an expunge lowers the message count unless a
+// new message (a higher UIDNEXT) makes up for it.
+type SyncMark struct {
+	UIDValidity   uint32
+	UIDNext       uint32
+	Messages      uint32
+	HighestModSeq uint64
+}
+
+// usable reports whether the mark can tell changes apart (the upstream
+// sent UIDNEXT and HIGHESTMODSEQ).
+func (m SyncMark) usable() bool { return m.UIDValidity != 0 && m.UIDNext != 0 && m.HighestModSeq != 0 }
 
 // SyncSource brings the store's rows of one source of virtual mailbox vm
 // (account's upstream mailbox, on c) up to date and returns its state.
@@ -63,8 +90,18 @@ type SyncResult struct {
 // vuid as Added or Removed: callers serialize the syncs of a source
 // (merge mode's hub does) when they rely on the difference.
 func SyncSource(ctx context.Context, st store.Store, vm store.VMailbox, account string, c *upstream.Client, mailbox string) (SyncResult, error) {
+	return SyncSourceSince(ctx, st, vm, account, c, mailbox, nil)
+}
+
+// SyncSourceSince is SyncSource for a caller that holds the source's
+// state as of the sync that returned the mark since: where the upstream
+// has CONDSTORE and the mailbox is unchanged it answers Unchanged after
+// one EXAMINE, and where only flags changed FlagsOnly with the changes
+// (UID FETCH 1:* (FLAGS) (CHANGEDSINCE modseq)). Otherwise, or with a
+// nil since, it does a full sync.
+func SyncSourceSince(ctx context.Context, st store.Store, vm store.VMailbox, account string, c *upstream.Client, mailbox string, since *SyncMark) (SyncResult, error) {
 	var res SyncResult
-	sel, err := c.Select(ctx, mailbox, true)
+	sel, err := c.Examine(ctx, mailbox)
 	if err != nil {
 		return res, fmt.Errorf("merge: sync %s/%s: %w", account, mailbox, err)
 	}
@@ -73,6 +110,23 @@ func SyncSource(ctx context.Context, st store.Store, vm store.VMailbox, account 
 	}
 	res.UIDValidity = sel.UIDValidity
 	res.PermanentFlags = sel.PermanentFlags
+	res.Mark = SyncMark{UIDValidity: sel.UIDValidity, UIDNext: uint32(sel.UIDNext), Messages: sel.NumMessages, HighestModSeq: sel.HighestModSeq}
+	if since != nil && since.usable() && res.Mark.usable() {
+		switch {
+		case res.Mark == *since:
+			res.Unchanged = true
+			return res, nil
+		case res.Mark.UIDValidity == since.UIDValidity && res.Mark.UIDNext == since.UIDNext &&
+			res.Mark.Messages == since.Messages && res.Mark.HighestModSeq > since.HighestModSeq:
+			all := imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}} // 1:*
+			res.Changed, err = c.FetchFlagsSince(ctx, all, since.HighestModSeq)
+			if err != nil {
+				return res, fmt.Errorf("merge: sync %s/%s: %w", account, mailbox, err)
+			}
+			res.FlagsOnly = true
+			return res, nil
+		}
+	}
 
 	var items []upstream.FlagsItem
 	if sel.NumMessages > 0 {
@@ -87,13 +141,27 @@ func SyncSource(ctx context.Context, st store.Store, vm store.VMailbox, account 
 	if err != nil {
 		return res, fmt.Errorf("merge: sync %s/%s: %w", account, mailbox, err)
 	}
+	// A row of a UID at or above the horizon was mapped after the
+	// listing began (a session's APPEND or COPY, from APPENDUID or
+	// COPYUID): the listing cannot tell whether it is gone, and treating
+	// it as gone would give the message a second vuid. The next sync
+	// judges it. Without UIDNEXT the horizon is above the highest UID
+	// listed (so an expunged highest message waits for the next one).
+	horizon := res.Mark.UIDNext
+	if horizon == 0 {
+		horizon = 1
+		if n := len(items); n > 0 {
+			horizon = uint32(items[n-1].UID) + 1
+		}
+	}
 	known := make(map[uint32]uint32, len(before)) // vuid → upstream UID, at this UIDVALIDITY
 	stale := false
 	for _, m := range before {
-		if m.UIDValidity == res.UIDValidity {
-			known[m.VUID] = m.UID
-		} else {
+		switch {
+		case m.UIDValidity != res.UIDValidity:
 			stale = true
+		case m.UID < horizon:
+			known[m.VUID] = m.UID
 		}
 	}
 	if stale {

@@ -85,54 +85,6 @@ func (h *Handoff) Close() error {
 	return h.srv.Close()
 }
 
-// handedConn is a front-door connection on its way into imapserver.
-type handedConn struct {
-	net.Conn
-	tag  string
-	info any
-
-	rmu     sync.Mutex
-	pending []byte // read by the front door but not consumed
-
-	wmu      sync.Mutex
-	greeted  bool
-	greeting []byte // the start of imapserver's greeting line, until its end
-}
-
-func (c *handedConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		c.rmu.Unlock()
-		return n, nil
-	}
-	c.rmu.Unlock()
-	return c.Conn.Read(p)
-}
-
-// Write passes everything through except imapserver's first line, the
-// PREAUTH greeting, which becomes the tagged OK of the client's login.
-func (c *handedConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.greeted {
-		return c.Conn.Write(p)
-	}
-	c.greeting = append(c.greeting, p...)
-	i := bytes.Index(c.greeting, []byte("\r\n"))
-	if i < 0 {
-		return len(p), nil
-	}
-	line, rest := c.greeting[:i], c.greeting[i+2:]
-	out := append(preauthToOK(line, c.tag), rest...)
-	c.greeted, c.greeting = true, nil
-	if _, err := c.Conn.Write(out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
 // preauthToOK turns "* PREAUTH [CAPABILITY …] text" into
 // "tag OK [CAPABILITY …] Logged in\r\n". Anything else (a BYE when the
 // session could not be made) passes unchanged.

@@ -64,6 +64,23 @@ func (c *Client) Select(ctx context.Context, name string, readOnly bool) (*imap.
 	return data, nil
 }
 
+// Examine selects the mailbox read-only and, where the upstream has
+// CONDSTORE, asks for its HIGHESTMODSEQ (EXAMINE name (CONDSTORE)), which
+// tells a later sync whether anything changed.
+func (c *Client) Examine(ctx context.Context, name string) (*imap.SelectData, error) {
+	opts := &imap.SelectOptions{ReadOnly: true, CondStore: c.caps.Has(imap.CapCondStore)}
+	var data *imap.SelectData
+	err := c.do(ctx, "select", true, func(ic *imapclient.Client, _ *watchdog) error {
+		var err error
+		data, err = ic.Select(name, opts).Wait()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
 // Noop sends NOOP, which also collects pending unilateral data.
 func (c *Client) Noop(ctx context.Context) error {
 	return c.do(ctx, "noop", true, func(ic *imapclient.Client, _ *watchdog) error {
@@ -77,12 +94,18 @@ func (c *Client) Noop(ctx context.Context) error {
 // no literal, so imapclient has the UID before it routes a response;
 // every response is drained.
 func (c *Client) FetchFlags(ctx context.Context, uids imap.UIDSet) ([]FlagsItem, error) {
+	return c.FetchFlagsSince(ctx, uids, 0)
+}
+
+// FetchFlagsSince is FetchFlags of the messages whose flags changed after
+// mod-sequence since (CHANGEDSINCE, CONDSTORE); 0 means all.
+func (c *Client) FetchFlagsSince(ctx context.Context, uids imap.UIDSet, since uint64) ([]FlagsItem, error) {
 	if len(uids) == 0 {
 		return nil, nil
 	}
 	var out []FlagsItem
 	err := c.do(ctx, "fetch", true, func(ic *imapclient.Client, _ *watchdog) error {
-		cmd := ic.Fetch(uids, &imap.FetchOptions{UID: true, Flags: true})
+		cmd := ic.Fetch(uids, &imap.FetchOptions{UID: true, Flags: true, ChangedSince: since})
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 			var it FlagsItem
 			hasFlags := false
