@@ -161,15 +161,16 @@ func (s *Session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	return s.writeExpunges(w.WriteExpunge)
 }
 
-// Copy copies messages within one account (upstream UID COPY per
-// source). Copies between accounts are NO [CANNOT] for now.
+// Copy copies messages: within one account with the upstream's UID COPY
+// per source, across accounts with the transfer engine (transfer.go).
 func (s *Session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
 	data, _, err := s.copyMove(numSet, dest, false)
 	return data, err
 }
 
-// Move moves messages within one account (upstream UID MOVE per
-// source), then writes COPYUID and the EXPUNGEs.
+// Move moves messages (within one account with the upstream's UID MOVE
+// per source, across accounts with the transfer engine), then writes
+// COPYUID and the EXPUNGEs.
 func (s *Session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
 	sel, err := s.selected()
 	if err != nil {
@@ -194,7 +195,10 @@ func (s *Session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 
 // copyMove runs COPY or MOVE and returns the COPYUID data in virtual
 // UIDs (nil when an upstream gave none) and the sources it moved from.
-// Keywords the proxy keeps go with the copies when COPYUID names them.
+// Sources in the target's account use the upstream's COPY/MOVE; the others
+// go through the transfer engine, which streams each message and, for
+// MOVE, deletes it from its source only once the target has it. Keywords
+// the proxy keeps go with the copies when COPYUID names them.
 func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, []srcKey, error) {
 	op := "copy"
 	if move {
@@ -212,23 +216,69 @@ func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.Co
 	if err != nil {
 		return nil, nil, s.clientErr(op, dest, err)
 	}
-	groups := sel.groupBySource(vuids)
-	for _, g := range groups {
-		if g.key.Account != t.src.Account {
-			return nil, nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Copying between accounts is not supported yet"}
+	var local, cross []*sourceGroup
+	for _, g := range sel.groupBySource(vuids) {
+		if g.key.Account == t.src.Account {
+			local = append(local, g)
+		} else {
+			cross = append(cross, g)
 		}
 	}
+	cu := &copyUIDs{}
+	var keys []srcKey
+	if len(local) > 0 {
+		var err error
+		keys, err = s.copyMoveLocal(local, t, move, cu)
+		if err != nil {
+			return nil, keys, s.clientErr(op, dest, err)
+		}
+	}
+	for _, g := range cross {
+		moved, err := s.transferGroup(sel, g, t, move, cu)
+		if moved {
+			keys = append(keys, g.key)
+		}
+		if err != nil {
+			return nil, keys, s.clientErr(op, dest, err)
+		}
+	}
+	return s.copyData(sel, op, t, cu), keys, nil
+}
+
+// copyUIDs gathers a COPY's or MOVE's pairs of source vuid and target
+// upstream UID for COPYUID; complete is false once a source gave none.
+type copyUIDs struct {
+	srcV        []VUID
+	dstU        []uint32
+	uidValidity uint32
+	incomplete  bool
+	// kept are keywords the target's upstream cannot store, by source
+	// vuid: the proxy keeps them for the copies.
+	kept map[VUID][]imap.Flag
+}
+
+// add records pairs at uidValidity.
+func (cu *copyUIDs) add(uidValidity uint32, srcV []VUID, dstU []uint32) {
+	if cu.uidValidity != 0 && cu.uidValidity != uidValidity {
+		cu.incomplete = true
+		return
+	}
+	cu.uidValidity = uidValidity
+	cu.srcV = append(cu.srcV, srcV...)
+	cu.dstU = append(cu.dstU, dstU...)
+}
+
+// copyMoveLocal copies or moves groups within the target's account with
+// the upstream's UID COPY or UID MOVE, and returns the sources moved
+// from.
+func (s *Session) copyMoveLocal(groups []*sourceGroup, t target, move bool, cu *copyUIDs) ([]srcKey, error) {
 	cs := s.conns()
 	defer cs.release()
-	var srcV []VUID
-	var dstU []uint32
-	var uidValidity uint32
-	complete := true
 	var keys []srcKey
 	for _, g := range groups {
 		c, _, err := cs.get(g.key.Account, g.key.Mailbox, !move)
 		if err != nil {
-			return nil, keys, s.clientErr(op, dest, err)
+			return keys, err
 		}
 		var cd *imap.CopyData
 		err = c.Do(s.ctx, func(ic *imapclient.Client) error {
@@ -246,45 +296,54 @@ func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.Co
 			return err
 		})
 		if err != nil {
-			return nil, keys, s.clientErr(op, dest, err)
+			return keys, err
 		}
 		if move {
 			keys = append(keys, g.key)
 		}
 		if cd == nil || cd.UIDValidity == 0 {
-			complete = false
+			cu.incomplete = true
 			continue
 		}
 		src, ok1 := cd.SourceUIDs.Nums()
 		dst, ok2 := cd.DestUIDs.Nums()
 		if !ok1 || !ok2 || len(src) != len(dst) {
-			complete = false
+			cu.incomplete = true
 			continue
 		}
 		byUID := make(map[imap.UID]VUID, len(g.uids))
 		for i, u := range g.uids {
 			byUID[u] = g.vuids[i]
 		}
-		uidValidity = cd.UIDValidity
+		srcV := make([]VUID, len(src))
+		dstU := make([]uint32, len(dst))
 		for i, u := range src {
-			srcV = append(srcV, byUID[u])
-			dstU = append(dstU, uint32(dst[i]))
+			srcV[i], dstU[i] = byUID[u], uint32(dst[i])
 		}
+		cu.add(cd.UIDValidity, srcV, dstU)
 	}
-	if !complete || len(dstU) == 0 {
-		return nil, keys, nil
+	return keys, nil
+}
+
+// copyData maps the gathered target UIDs to vuids of the target's virtual
+// mailbox, takes the kept keywords along, and returns the COPYUID data
+// (nil when incomplete).
+func (s *Session) copyData(sel *selection, op string, t target, cu *copyUIDs) *imap.CopyData {
+	if cu.incomplete || len(cu.dstU) == 0 {
+		return nil
 	}
-	vm, dstV, err := s.mapNew(t, uidValidity, dstU)
-	if err != nil || len(dstV) != len(srcV) {
+	vm, dstV, err := s.mapNew(t, cu.uidValidity, cu.dstU)
+	if err != nil || len(dstV) != len(cu.srcV) {
 		s.log.Warn(op+": no virtual UIDs for COPYUID", "mailbox", t.storeName, "err", err)
-		return nil, keys, nil
+		return nil
 	}
-	s.copyKept(sel, vm.ID, srcV, dstV)
+	s.copyKept(sel, vm.ID, cu.srcV, dstV)
+	s.keepTransferred(sel, vm.ID, cu, dstV)
 	var data imap.CopyData
 	data.UIDValidity = vm.UIDValidity
-	for i := range srcV {
-		data.SourceUIDs.AddNum(imap.UID(srcV[i]))
+	for i := range cu.srcV {
+		data.SourceUIDs.AddNum(imap.UID(cu.srcV[i]))
 		data.DestUIDs.AddNum(imap.UID(dstV[i]))
 	}
-	return &data, keys, nil
+	return &data
 }

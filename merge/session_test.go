@@ -541,8 +541,9 @@ func TestSessionCopyMove(t *testing.T) {
 	if dst, _ := cd.DestUIDs.Nums(); cd.UIDValidity != st.UIDValidity || len(dst) != 1 || dst[0] >= st.UIDNext {
 		t.Errorf("COPYUID %+v, Archive %+v", cd, st)
 	}
-	_, err = c.Copy(imap.SeqSetNum(1), "Home/INBOX").Wait()
-	wantCode(t, "COPY across accounts", err, imap.ResponseCodeCannot)
+	if _, err = c.Copy(imap.SeqSetNum(1), "Home/INBOX").Wait(); err != nil {
+		t.Errorf("COPY across accounts: %v", err) // more in session_transfer_test.go
+	}
 
 	md, err := c.Move(imap.SeqSetNum(1), "Work/Trash").Wait()
 	if err != nil || md == nil {

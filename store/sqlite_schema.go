@@ -147,6 +147,36 @@ CREATE TABLE vkeywords (
 	FOREIGN KEY (vmailbox, vuid) REFERENCES vmessages (vmailbox, vuid) ON DELETE CASCADE
 ) STRICT, WITHOUT ROWID;
 `,
+	// 4: merge mode's journal of cross-account COPY/MOVE transfers.
+	`
+-- One row per message being copied or moved between accounts, written
+-- before the upstream work starts, so that a crash leaves a trace that
+-- recovery finishes or rolls back. dst_uidnext is the target's UIDNEXT
+-- before the APPEND: the appended message's UID is not below it.
+CREATE TABLE transfers (
+	id              INTEGER PRIMARY KEY AUTOINCREMENT,
+	username        TEXT NOT NULL,
+	kind            TEXT NOT NULL,
+	state           TEXT NOT NULL,
+	src_account     TEXT NOT NULL,
+	src_mailbox     TEXT NOT NULL,
+	src_uidvalidity INTEGER NOT NULL,
+	src_uid         INTEGER NOT NULL,
+	dst_account     TEXT NOT NULL,
+	dst_mailbox     TEXT NOT NULL,
+	dst_uidvalidity INTEGER NOT NULL DEFAULT 0,
+	dst_uidnext     INTEGER NOT NULL DEFAULT 0,
+	dst_uid         INTEGER NOT NULL DEFAULT 0,
+	size            INTEGER NOT NULL DEFAULT 0,
+	message_id      TEXT NOT NULL DEFAULT '',
+	internal_date   INTEGER,
+	created         INTEGER NOT NULL,
+	updated         INTEGER NOT NULL
+) STRICT;
+-- Unfinished rows per user, for recovery; finished rows by age, for pruning.
+CREATE INDEX transfers_open ON transfers (username, id) WHERE state IN ('started', 'appended');
+CREATE INDEX transfers_updated ON transfers (updated) WHERE state NOT IN ('started', 'appended');
+`,
 }
 
 // migrateSQLite brings the schema of db up to date in one IMMEDIATE

@@ -199,6 +199,20 @@ type Store interface {
 	// Keywords returns the kept keywords of those of vuids that have any.
 	Keywords(ctx context.Context, vmailboxID int64, vuids []uint32) (map[uint32][]string, error)
 
+	// Transfer journal of merge mode (see Transfer). AddTransfer records a
+	// transfer (t.ID and t.Updated are ignored) and returns its id;
+	// UpdateTransfer writes t's State and Dst* fields to the row of t.ID
+	// (ErrNotFound when there is none); SetTransferStates sets the state of
+	// several rows at once (unknown ids are ignored). ListTransfers returns
+	// a user's rows by id, only the unfinished ones when unfinished is set.
+	// PruneTransfers removes the finished rows last updated before before,
+	// and returns how many.
+	AddTransfer(ctx context.Context, t Transfer) (int64, error)
+	UpdateTransfer(ctx context.Context, t Transfer) error
+	SetTransferStates(ctx context.Context, ids []int64, state TransferState) error
+	ListTransfers(ctx context.Context, user string, unfinished bool) ([]Transfer, error)
+	PruneTransfers(ctx context.Context, before time.Time) (int, error)
+
 	// Close releases the store; it must be called once, when done.
 	// Meta values: small named values of the proxy's own, such as the
 	// sealed check value that tells a wrong server key at start-up.
