@@ -46,6 +46,7 @@ func (ss *session) credentials(user, mech string) auth.Credentials {
 	return auth.Credentials{
 		Username: user, Remote: ss.remote.Addr(), Mechanism: mech, TLS: ss.isTLS,
 		ListenerGrace: ss.lis.cfg.TOTPGrace.D(),
+		RemotePort:    ss.remote.Port(), Listener: ss.lis.cfg.Address,
 	}
 }
 
@@ -102,11 +103,21 @@ func (ss *session) loginFailed(tag string, cr auth.Credentials, fail *loginFailu
 // merge plan goes to startMerge.
 func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentials, id auth.Identity) (bool, *loginFailure) {
 	srv := ss.srv
-	var plan router.Plan
-	var err error
-	if id.ProxyKnown {
+	plan, decided, err := ss.pluginPlan(ctx, cr, id)
+	if err != nil && !errors.Is(err, router.ErrNoRoute) {
+		ss.log.Error("router plugin failed", "user", id.User, "err", err)
+		return false, &loginFailure{code: "UNAVAILABLE", text: "Routing is unavailable, try again later", reason: "router plugin"}
+	}
+	if errors.Is(err, router.ErrNoRoute) {
+		f := *errAuthFailed
+		f.reason, f.counted = "refused by router plugin", false
+		return false, &f
+	}
+	switch {
+	case decided:
+	case id.ProxyKnown:
 		plan, err = srv.router.PlanVerified(id.User)
-	} else {
+	default:
 		plan, err = srv.router.Plan(id.User)
 	}
 	if err != nil {
@@ -168,4 +179,15 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 	// part of the login's latency.
 	srv.auth.Succeeded(ss.ctx, id, ss.remote.Addr(), cr.Mechanism)
 	return true, nil
+}
+
+// pluginPlan asks the router plugins, if any, for the plan of id.
+func (ss *session) pluginPlan(ctx context.Context, cr auth.Credentials, id auth.Identity) (router.Plan, bool, error) {
+	if ss.srv.planner == nil {
+		return router.Plan{}, false, nil
+	}
+	return ss.srv.planner.PlanFor(ctx, router.PlanRequest{
+		User: id.User, Login: cr.Username, Method: id.Method, Verified: id.ProxyKnown,
+		Attributes: id.Attributes, Remote: cr.Remote, Listener: cr.Listener,
+	})
 }

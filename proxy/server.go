@@ -61,6 +61,9 @@ type Options struct {
 	// Merge serves the sessions of merge-mode users; nil answers their
 	// logins NO [UNAVAILABLE]. The caller closes it after Shutdown.
 	Merge *merge.Manager
+	// Planner (router plugins) decides plans before Router; nil: Router
+	// alone.
+	Planner router.Planner
 }
 
 // Server accepts client connections on every configured listener.
@@ -68,6 +71,7 @@ type Server struct {
 	cfg       *config.Config
 	auth      Authenticator
 	router    *router.Router
+	planner   router.Planner
 	bearer    bool
 	revoked   RevocationChecker
 	revokeInt time.Duration
@@ -102,6 +106,7 @@ func New(opts Options) (*Server, error) {
 		cfg:       opts.Config,
 		auth:      opts.Auth,
 		router:    opts.Router,
+		planner:   opts.Planner,
 		bearer:    opts.BearerTokens,
 		revoked:   opts.Revoked,
 		revokeInt: opts.RevocationInterval,
