@@ -1,8 +1,12 @@
 package plugins
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"imapproxy/auth"
@@ -97,4 +101,19 @@ func (h *Host) Close() {
 			p.close()
 		}
 	})
+}
+
+// SHA256 returns the hex sha256 of the file at path, as [[plugin]]
+// sha256 wants it.
+func SHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -20,14 +20,13 @@ import (
 
 	"imapproxy/auth"
 	"imapproxy/config"
-	"imapproxy/plugins/examples"
 	"imapproxy/router"
 )
 
 // pluginConfig is a [[plugin]] entry for an example plugin.
 func pluginConfig(t *testing.T, name string, kind config.PluginKind, args ...string) config.Plugin {
 	t.Helper()
-	sum, err := examples.SHA256(built[name])
+	sum, err := SHA256(built[name])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +174,7 @@ func TestChecksumMismatchRefusesStart(t *testing.T) {
 	}
 	// A plugin of the wrong protocol (not a plugin at all) fails too.
 	sh := "/bin/true"
-	sum, _ := examples.SHA256(sh)
+	sum, _ := SHA256(sh)
 	if _, err := Start([]config.Plugin{{Name: "true", Kind: config.PluginAuthenticator, Command: sh, SHA256: sum,
 		Timeout: config.Duration(time.Second)}}, Options{Logger: slog.New(slog.DiscardHandler)}); err == nil {
 		t.Error("/bin/true started as a plugin")

@@ -173,6 +173,9 @@ func (ss *session) startRoute(ctx context.Context, tag string, cr auth.Credentia
 	if id.AppPassword != "" {
 		attrs = append(attrs, "app_password", id.AppPassword)
 	}
+	if id.Plugin != "" {
+		attrs = append(attrs, "plugin", id.Plugin)
+	}
 	ss.log.Info("login", attrs...)
 	ss.runRoute(tag, uc, plan.Upstream, id)
 	// Recorded after the client has its OK: the store's writes are not

@@ -21,6 +21,7 @@ import (
 	"imapproxy/auth"
 	"imapproxy/config"
 	"imapproxy/merge"
+	"imapproxy/plugins"
 	"imapproxy/proxy"
 	"imapproxy/router"
 )
@@ -76,7 +77,9 @@ type instance struct {
 	auth  *auth.Authenticator
 	// merge serves merge-mode users' sessions; closed after the proxy.
 	merge *merge.Manager
-	admin *http.Server
+	// plugins run the [[plugin]] programs; stopped after the proxy.
+	plugins *plugins.Host
+	admin   *http.Server
 	// adminAddr is the admin endpoint's bound address (nil: none).
 	adminAddr net.Addr
 	done      chan struct{}
@@ -112,11 +115,22 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		}
 	}
 	rt := router.New(cfg)
+	// Plugins start before anything serves: one that cannot start (a
+	// checksum mismatch) stops the boot.
+	host, err := plugins.Start(cfg.Plugins, plugins.Options{
+		Router: rt, Logger: logger.With("component", "plugins"), Metrics: plugins.NewMetrics(reg),
+	})
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	in.plugins = host
 	authenticator := auth.NewAuthenticator(auth.Options{
 		Users:            cfg.Users,
 		Store:            st.store,
 		Sealer:           st.sealer,
 		OAuth:            oauth,
+		Verifiers:        host.Verifiers(),
 		UpstreamVerifies: rt.VerifiedByUpstream,
 		Policy: func(login string) auth.Policy {
 			req, grace := rt.Policy(login)
@@ -141,16 +155,19 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		BearerTokens: oauth != nil,
 		Revoked:      st.store.RevokedAppPasswords,
 		Merge:        in.merge,
+		Planner:      host.Planner(),
 	})
 	if err != nil {
 		in.merge.Close()
 		authenticator.Close()
+		host.Close()
 		st.close()
 		return nil, err
 	}
 	if err := srv.Listen(); err != nil {
 		in.merge.Close()
 		authenticator.Close()
+		host.Close()
 		st.close()
 		return nil, err
 	}
@@ -161,6 +178,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 			srv.Shutdown(context.Background())
 			in.merge.Close()
 			authenticator.Close()
+			host.Close()
 			st.close()
 			return nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)
 		}
@@ -206,8 +224,9 @@ func (in *instance) shutdown(ctx context.Context) {
 		in.log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
 	<-in.done
-	in.merge.Close() // after the proxy: its merged sessions have ended
-	in.auth.Close()  // writes the audit events still queued
+	in.merge.Close()   // after the proxy: its merged sessions have ended
+	in.auth.Close()    // writes the audit events still queued
+	in.plugins.Close() // no login is under way: stop their processes
 	in.state.close()
 }
 

@@ -6,11 +6,7 @@
 package examples
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 )
@@ -36,19 +32,4 @@ func Build(dir string) (map[string]string, error) {
 		return nil, fmt.Errorf("examples: go build: %v\n%s", err, out)
 	}
 	return paths, nil
-}
-
-// SHA256 returns the hex sha256 of the file at path, for [[plugin]]
-// sha256.
-func SHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
