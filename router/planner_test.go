@@ -29,7 +29,7 @@ func TestPlanFor(t *testing.T) {
 	}
 	m, err := r.PlanFor(config.User{Name: "m@example.com", Mode: config.ModeMerge, UnifiedInbox: true, DefaultAccount: "work",
 		UnifiedSpecialUse: []string{"sent"},
-		Accounts: []config.Account{{Name: "work", Upstream: "a", Prefix: "Work"}, {Name: "home", Upstream: "b", Username: "m2", Prefix: "Home"}}}, false)
+		Accounts:          []config.Account{{Name: "work", Upstream: "a", Prefix: "Work"}, {Name: "home", Upstream: "b", Username: "m2", Prefix: "Home"}}}, false)
 	if err != nil || m.Mode != config.ModeMerge || len(m.Merge.Accounts) != 2 || m.Merge.Accounts[0].Username != "m@example.com" ||
 		m.Merge.Accounts[1].Username != "m2" || m.Merge.UnifiedSpecialUse[0] != `\Sent` || m.Merge.DefaultAccount != "work" {
 		t.Fatalf("merge: %+v %+v, %v", m, m.Merge, err)
