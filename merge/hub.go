@@ -54,7 +54,9 @@ type Folder struct {
 	NoSelect bool
 }
 
-// MailboxView is what a session needs after SELECT.
+// MailboxView is what a session needs after SELECT. Its Messages (and
+// their Flags) are shared with the hub and the user's other sessions:
+// never change them.
 type MailboxView struct {
 	// VMailbox is the virtual mailbox (UIDVALIDITY, UIDNEXT as of the
 	// select).

@@ -79,6 +79,9 @@ type vmState struct {
 	// watched: the sources' watchers run (a session has it selected);
 	// false while it lingers.
 	watched bool
+	// view is the view as last built, shared by the sessions it was
+	// given to; nil once a sync changed anything.
+	view *MailboxView
 }
 
 // srcState is one source of a selected virtual mailbox.
@@ -298,8 +301,30 @@ func (ev activateEvent) apply(s *hubState) {
 		ev.reply <- nil
 		return
 	}
-	view := &MailboxView{VMailbox: vs.vm}
+	if vs.view == nil {
+		vs.view = vs.build()
+	}
+	view := new(MailboxView)
+	*view = *vs.view // the messages are shared
+	view.VMailbox = vs.vm
+	ev.sub.maxSeen = 0
+	if n := len(view.Messages); n > 0 {
+		ev.sub.maxSeen = view.Messages[n-1].VUID
+		view.VMailbox.UIDNext = max(view.VMailbox.UIDNext, ev.sub.maxSeen+1)
+	}
+	vs.subs[ev.sub] = true
+	ev.reply <- view
+}
+
+// build makes the view of the synced sources.
+func (vs *vmState) build() *MailboxView {
+	view := &MailboxView{}
 	var perms [][]imap.Flag
+	n := 0
+	for _, ss := range vs.src {
+		n += len(ss.msgs)
+	}
+	view.Messages = make([]ViewMessage, 0, n)
 	for _, src := range vs.sources {
 		ss := vs.src[srcKey(src)]
 		if !ss.synced {
@@ -313,13 +338,7 @@ func (ev activateEvent) apply(s *hubState) {
 	slices.SortFunc(view.Messages, func(a, b ViewMessage) int { return cmpVUID(a.VUID, b.VUID) })
 	view.Flags = mailboxFlags(view.Messages, perms)
 	view.PermanentFlags = permanentFlags(perms)
-	ev.sub.maxSeen = 0
-	if n := len(view.Messages); n > 0 {
-		ev.sub.maxSeen = view.Messages[n-1].VUID
-		view.VMailbox.UIDNext = max(view.VMailbox.UIDNext, ev.sub.maxSeen+1)
-	}
-	vs.subs[ev.sub] = true
-	ev.reply <- view
+	return view
 }
 
 // watcherCountEvent asks for the number of running watchers (tests).
@@ -566,6 +585,7 @@ func (s *hubState) applySync(vs *vmState, key srcKey, ss *srcState, res SyncResu
 		}
 	}
 	ss.msgs, ss.perm, ss.synced = msgs, res.PermanentFlags, true
+	vs.view = nil
 	s.publish(vs, u)
 }
 
@@ -591,6 +611,7 @@ func (s *hubState) applyFlags(vs *vmState, key srcKey, ss *srcState, res SyncRes
 		m.Flags = it.Flags
 		ss.msgs[v] = m
 		u.Flags = append(u.Flags, m)
+		vs.view = nil
 	}
 	if !ss.again {
 		ss.mark = res.Mark

@@ -51,7 +51,14 @@ type selection struct {
 	// kept are the keywords the proxy keeps for messages whose upstream
 	// cannot (see session_keywords.go).
 	kept map[VUID][]imap.Flag
-	msgs map[VUID]*sessMessage
+	// view is the hub's view at SELECT, by VUID: shared with the hub and
+	// the user's other sessions, never changed. extra are the messages
+	// added since, and flags the flags that changed since (updates,
+	// STORE and FETCH results), so that an idle session holds nothing per
+	// message.
+	view  []ViewMessage
+	extra map[VUID]ViewMessage
+	flags map[VUID][]imap.Flag
 	// validity is each source's UIDVALIDITY as the session's UIDs were
 	// mapped; an upstream that now reports another one was recreated, and
 	// its UIDs name other messages.
@@ -67,12 +74,35 @@ type selection struct {
 	flagsDue  []VUID
 }
 
-// sessMessage is one message of the selection and where it lives.
-type sessMessage struct {
-	account string
-	mailbox string
-	uid     imap.UID
-	flags   []imap.Flag
+// msg returns where v lives and its flags as of the view (see
+// upstreamFlags for the session's).
+func (sel *selection) msg(v VUID) (ViewMessage, bool) {
+	if m, ok := sel.extra[v]; ok {
+		return m, true
+	}
+	i, ok := slices.BinarySearchFunc(sel.view, v, func(m ViewMessage, v VUID) int { return cmpVUID(m.VUID, v) })
+	if !ok {
+		return ViewMessage{}, false
+	}
+	return sel.view[i], true
+}
+
+// upstreamFlags returns v's upstream flags as the session last learned
+// them.
+func (sel *selection) upstreamFlags(v VUID) []imap.Flag {
+	if f, ok := sel.flags[v]; ok {
+		return f
+	}
+	m, _ := sel.msg(v)
+	return m.Flags
+}
+
+// setFlags records v's upstream flags.
+func (sel *selection) setFlags(v VUID, flags []imap.Flag) {
+	if sel.flags == nil {
+		sel.flags = make(map[VUID][]imap.Flag)
+	}
+	sel.flags[v] = slices.Clone(flags)
 }
 
 var (
@@ -126,20 +156,17 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		readOnly:    readOnly,
 		uidValidity: view.VMailbox.UIDValidity,
 		vmID:        view.VMailbox.ID,
-		msgs:        make(map[VUID]*sessMessage, len(view.Messages)),
+		view:        view.Messages,
 		validity:    make(map[srcKey]uint32),
 	}
-	vuids := make([]VUID, len(view.Messages))
 	var firstUnseen uint32
 	for i, vm := range view.Messages {
-		vuids[i] = vm.VUID
-		sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
 		sel.validity[srcKey{vm.Account, vm.Mailbox}] = vm.UIDValidity
 		if firstUnseen == 0 && !hasFlag(vm.Flags, imap.FlagSeen) {
 			firstUnseen = uint32(i + 1)
 		}
 	}
-	sel.snap = NewSnapshot(vuids)
+	sel.snap = SharedSnapshot(view.Messages)
 	if err := sel.loadKept(s.ctx, s); err != nil {
 		s.hub.Unselect(s.sub)
 		return nil, s.clientErr("select", name, err)
@@ -148,7 +175,7 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	flags, perm := sel.withKeptFlags(view.Flags, view.PermanentFlags)
 	data := &imap.SelectData{
 		Flags:             flags,
-		NumMessages:       uint32(len(vuids)),
+		NumMessages:       uint32(sel.snap.Len()),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(view.VMailbox.UIDNext),
 		UIDValidity:       view.VMailbox.UIDValidity,
@@ -211,8 +238,7 @@ func (s *Session) flush(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	sel.flagsDue = nil
 	for _, v := range flags {
 		seq, ok := sel.snap.Seq(v)
-		m := sel.msgs[v]
-		if !ok || m == nil {
+		if !ok {
 			continue
 		}
 		if err := w.WriteMessageFlags(seq, imap.UID(v), sel.flagsOf(v)); err != nil {
@@ -238,10 +264,13 @@ func (s *Session) absorb() {
 		sel.removed = append(sel.removed, u.Removed...)
 		var vs []VUID
 		for _, vm := range u.Added {
-			if _, ok := sel.msgs[vm.VUID]; ok {
+			if _, ok := sel.snap.Seq(vm.VUID); ok {
 				continue
 			}
-			sel.msgs[vm.VUID] = &sessMessage{account: vm.Account, mailbox: vm.Mailbox, uid: vm.UID, flags: slices.Clone(vm.Flags)}
+			if sel.extra == nil {
+				sel.extra = make(map[VUID]ViewMessage)
+			}
+			sel.extra[vm.VUID] = vm
 			sel.validity[srcKey{vm.Account, vm.Mailbox}] = vm.UIDValidity
 			vs = append(vs, vm.VUID)
 		}
@@ -253,11 +282,10 @@ func (s *Session) absorb() {
 			sel.existsDue = true
 		}
 		for _, vm := range u.Flags {
-			m := sel.msgs[vm.VUID]
-			if m == nil || sameFlags(m.flags, vm.Flags) {
+			if _, ok := sel.msg(vm.VUID); !ok || sameFlags(sel.upstreamFlags(vm.VUID), vm.Flags) {
 				continue
 			}
-			m.flags = slices.Clone(vm.Flags)
+			sel.setFlags(vm.VUID, vm.Flags)
 			sel.flagsDue = append(sel.flagsDue, vm.VUID)
 		}
 	}
@@ -277,7 +305,8 @@ func (s *Session) writeExpunges(write func(uint32) error) error {
 		}
 	}
 	for _, v := range removed {
-		delete(sel.msgs, v)
+		delete(sel.extra, v)
+		delete(sel.flags, v)
 	}
 	return nil
 }

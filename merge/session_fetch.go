@@ -62,8 +62,8 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	bodies := len(options.BodySection)+len(options.BinarySection)+len(options.BinarySectionSize) > 0
 	for _, v := range vuids {
 		seq, ok := sel.snap.Seq(v)
-		m := sel.msgs[v]
-		if !ok || m == nil {
+		m, known := sel.msg(v)
+		if !ok || !known {
 			continue
 		}
 		fm := meta[v]
@@ -100,7 +100,7 @@ func localOnly(o *imap.FetchOptions) bool {
 func (s *Session) fetchLocal(w *imapserver.FetchWriter, sel *selection, vuids []VUID, options *imap.FetchOptions) error {
 	for _, v := range vuids {
 		seq, ok := sel.snap.Seq(v)
-		if !ok || sel.msgs[v] == nil {
+		if !ok {
 			continue
 		}
 		rw := w.CreateMessage(seq)
@@ -166,13 +166,13 @@ func (s *Session) fetchMeta(cs *conns, sel *selection, g *sourceGroup, options *
 }
 
 // writeMessage writes one message's FETCH response.
-func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32, v VUID, m *sessMessage, fm *fetchedMeta, options *imap.FetchOptions, bodies, markSeen bool) error {
+func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32, v VUID, m ViewMessage, fm *fetchedMeta, options *imap.FetchOptions, bodies, markSeen bool) error {
 	b := fm.buf
 	rw := w.CreateMessage(seq)
 	rw.WriteUID(imap.UID(v))
-	if options.Flags || markSeen && b.Flags != nil && !sameFlags(b.Flags, m.flags) {
+	if options.Flags || markSeen && b.Flags != nil && !sameFlags(b.Flags, s.sel.upstreamFlags(v)) {
 		if b.Flags != nil {
-			m.flags = slices.Clone(b.Flags)
+			s.sel.setFlags(v, b.Flags)
 		}
 		rw.WriteFlags(s.sel.flagsOf(v))
 	}
@@ -193,13 +193,13 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 		rw.WriteBodyStructure(normalizeBodyStructure(b.BodyStructure))
 	}
 	if bodies {
-		c, _, err := cs.get(m.account, m.mailbox, !markSeen)
+		c, _, err := cs.get(m.Account, m.Mailbox, !markSeen)
 		started := false
 		if err == nil {
-			started, err = s.streamBodies(c, rw, fm.seq, m.uid, options)
+			started, err = s.streamBodies(c, rw, fm.seq, m.UID, options)
 		}
 		if err != nil {
-			s.log.Error("fetch: body failed", "mailbox", s.sel.name, "account", m.account, "err", err)
+			s.log.Error("fetch: body failed", "mailbox", s.sel.name, "account", m.Account, "err", err)
 			if started && s.broken != nil {
 				// A literal is half written: end the connection rather
 				// than leave the client waiting for the rest of it.

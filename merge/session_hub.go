@@ -108,11 +108,11 @@ func (sel *selection) groupBySource(vuids []VUID) []*sourceGroup {
 	var out []*sourceGroup
 	idx := make(map[srcKey]int)
 	for _, v := range vuids {
-		m := sel.msgs[v]
-		if m == nil {
+		m, ok := sel.msg(v)
+		if !ok {
 			continue
 		}
-		key := srcKey{Account: m.account, Mailbox: m.mailbox}
+		key := srcKey{Account: m.Account, Mailbox: m.Mailbox}
 		i, ok := idx[key]
 		if !ok {
 			i = len(out)
@@ -120,7 +120,7 @@ func (sel *selection) groupBySource(vuids []VUID) []*sourceGroup {
 			out = append(out, &sourceGroup{key: key})
 		}
 		out[i].vuids = append(out[i].vuids, v)
-		out[i].uids = append(out[i].uids, m.uid)
+		out[i].uids = append(out[i].uids, m.UID)
 	}
 	return out
 }

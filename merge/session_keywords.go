@@ -40,15 +40,12 @@ func (sel *selection) loadKept(ctx context.Context, s *Session) error {
 // flagsOf returns the flags a client sees for v: the upstream's and the
 // kept keywords.
 func (sel *selection) flagsOf(v VUID) []imap.Flag {
-	m := sel.msgs[v]
-	if m == nil {
-		return nil
-	}
+	flags := sel.upstreamFlags(v)
 	kept := sel.kept[v]
 	if len(kept) == 0 {
-		return m.flags
+		return flags
 	}
-	out := slices.Clone(m.flags)
+	out := slices.Clone(flags)
 	for _, k := range kept {
 		if !hasFlag(out, k) {
 			out = append(out, k)

@@ -5,7 +5,6 @@ package merge
 // EXAMINEd mailbox (COPY, which only reads it, excepted).
 
 import (
-	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -76,7 +75,7 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 			if !ok {
 				continue
 			}
-			sel.msgs[v].flags = slices.Clone(it.Flags)
+			sel.setFlags(v, it.Flags)
 			changed[v] = true
 		}
 	}

@@ -20,10 +20,16 @@ type VUID = uint32
 var ErrBadSeq = errors.New("merge: message sequence number out of range")
 
 // Snapshot is one session's view of one virtual mailbox: the virtual UIDs
-// the session has announced, ascending. Sequence number n is vuids[n-1].
+// the session has announced, ascending. Sequence number n is the n-th.
 // It is owned by one session and not safe for concurrent use.
+//
+// A snapshot made by SharedSnapshot reads the VUIDs of a view shared with
+// the hub and other sessions, and copies them out only when it first
+// changes (Add, Expunge): an idle session of a large mailbox costs no
+// memory per message.
 type Snapshot struct {
-	vuids []VUID
+	vuids  []VUID
+	shared []ViewMessage // read-only; used while vuids is nil
 }
 
 // NewSnapshot returns a snapshot of vuids, which must be ascending.
@@ -31,16 +37,67 @@ func NewSnapshot(vuids []VUID) *Snapshot {
 	return &Snapshot{vuids: slices.Clone(vuids)}
 }
 
+// SharedSnapshot returns a snapshot of msgs' VUIDs (ascending), without
+// copying them: msgs must not change.
+func SharedSnapshot(msgs []ViewMessage) *Snapshot {
+	if len(msgs) == 0 {
+		return &Snapshot{vuids: []VUID{}}
+	}
+	return &Snapshot{shared: msgs}
+}
+
+// own copies the shared VUIDs out before a change.
+func (s *Snapshot) own() {
+	if s.vuids != nil {
+		return
+	}
+	s.vuids = make([]VUID, len(s.shared))
+	for i, m := range s.shared {
+		s.vuids[i] = m.VUID
+	}
+	s.shared = nil
+}
+
+// at returns the i-th VUID (0-based).
+func (s *Snapshot) at(i int) VUID {
+	if s.vuids != nil {
+		return s.vuids[i]
+	}
+	return s.shared[i].VUID
+}
+
 // Len is the number of messages (EXISTS).
-func (s *Snapshot) Len() int { return len(s.vuids) }
+func (s *Snapshot) Len() int {
+	if s.vuids != nil {
+		return len(s.vuids)
+	}
+	return len(s.shared)
+}
 
 // VUIDs returns the snapshot's virtual UIDs, ascending. The slice must not
-// be changed.
-func (s *Snapshot) VUIDs() []VUID { return s.vuids }
+// be changed; for a shared snapshot it is a fresh copy.
+func (s *Snapshot) VUIDs() []VUID {
+	if s.vuids != nil {
+		return s.vuids
+	}
+	out := make([]VUID, len(s.shared))
+	for i, m := range s.shared {
+		out[i] = m.VUID
+	}
+	return out
+}
+
+// search returns the index of vuid, or where it would be.
+func (s *Snapshot) search(vuid VUID) (int, bool) {
+	if s.vuids != nil {
+		return slices.BinarySearch(s.vuids, vuid)
+	}
+	return slices.BinarySearchFunc(s.shared, vuid, func(m ViewMessage, v VUID) int { return cmpVUID(m.VUID, v) })
+}
 
 // Seq returns the sequence number of vuid, if it is in the snapshot.
 func (s *Snapshot) Seq(vuid VUID) (uint32, bool) {
-	i, ok := slices.BinarySearch(s.vuids, vuid)
+	i, ok := s.search(vuid)
 	if !ok {
 		return 0, false
 	}
@@ -49,10 +106,10 @@ func (s *Snapshot) Seq(vuid VUID) (uint32, bool) {
 
 // VUID returns the virtual UID of sequence number seq (1-based).
 func (s *Snapshot) VUID(seq uint32) (VUID, bool) {
-	if seq == 0 || int(seq) > len(s.vuids) {
+	if seq == 0 || int(seq) > s.Len() {
 		return 0, false
 	}
-	return s.vuids[seq-1], true
+	return s.at(int(seq - 1)), true
 }
 
 // Resolve returns the virtual UIDs a command's number set names, ascending
@@ -75,7 +132,7 @@ func (s *Snapshot) Resolve(set imap.NumSet, searchRes []VUID) ([]VUID, error) {
 }
 
 func (s *Snapshot) resolveSeq(set imap.SeqSet) ([]VUID, error) {
-	n := uint32(len(s.vuids))
+	n := uint32(s.Len())
 	var out []VUID
 	for _, r := range set {
 		start, stop := star(r.Start, n), star(r.Stop, n)
@@ -85,15 +142,18 @@ func (s *Snapshot) resolveSeq(set imap.SeqSet) ([]VUID, error) {
 		if start == 0 || stop > n {
 			return nil, ErrBadSeq
 		}
-		out = append(out, s.vuids[start-1:stop]...)
+		for i := start - 1; i < stop; i++ {
+			out = append(out, s.at(int(i)))
+		}
 	}
 	return sortUnique(out), nil
 }
 
 func (s *Snapshot) resolveUID(set imap.UIDSet) []VUID {
 	var max VUID
-	if len(s.vuids) > 0 {
-		max = s.vuids[len(s.vuids)-1]
+	n := s.Len()
+	if n > 0 {
+		max = s.at(n - 1)
 	}
 	var out []VUID
 	for _, r := range set {
@@ -101,9 +161,9 @@ func (s *Snapshot) resolveUID(set imap.UIDSet) []VUID {
 		if start > stop {
 			start, stop = stop, start
 		}
-		lo, _ := slices.BinarySearch(s.vuids, start)
-		for i := lo; i < len(s.vuids) && s.vuids[i] <= stop; i++ {
-			out = append(out, s.vuids[i])
+		lo, _ := s.search(start)
+		for i := lo; i < n && s.at(i) <= stop; i++ {
+			out = append(out, s.at(i))
 		}
 	}
 	return sortUnique(out)
@@ -145,6 +205,9 @@ func (s *Snapshot) Expunge(vuids []VUID) []uint32 {
 		}
 	}
 	slices.Reverse(seqs)
+	if len(seqs) > 0 {
+		s.own()
+	}
 	for _, seq := range seqs {
 		s.vuids = slices.Delete(s.vuids, int(seq-1), int(seq))
 	}
@@ -156,9 +219,13 @@ func (s *Snapshot) Expunge(vuids []VUID) []uint32 {
 // Virtual UIDs at or below the highest are a broken invariant.
 func (s *Snapshot) Add(vuids []VUID) (int, error) {
 	vs := sortUnique(slices.Clone(vuids))
-	if len(vs) > 0 && len(s.vuids) > 0 && vs[0] <= s.vuids[len(s.vuids)-1] {
-		return len(s.vuids), errors.New("merge: new virtual UID not above the highest known one")
+	if n := s.Len(); len(vs) > 0 && n > 0 && vs[0] <= s.at(n-1) {
+		return n, errors.New("merge: new virtual UID not above the highest known one")
 	}
+	if len(vs) == 0 {
+		return s.Len(), nil
+	}
+	s.own()
 	s.vuids = append(s.vuids, vs...)
 	return len(s.vuids), nil
 }

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -117,4 +118,63 @@ func FuzzSnapshot(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSharedSnapshot: a snapshot over a shared view answers like one
+// over its own copy, before and after changes, and never changes the
+// shared messages.
+func TestSharedSnapshot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	for round := range 200 {
+		var msgs []ViewMessage
+		v := VUID(0)
+		for range rng.IntN(40) {
+			v += VUID(1 + rng.IntN(3))
+			msgs = append(msgs, ViewMessage{VUID: v})
+		}
+		orig := slices.Clone(msgs)
+		var vuids []VUID
+		for _, m := range msgs {
+			vuids = append(vuids, m.VUID)
+		}
+		own, shared := NewSnapshot(vuids), SharedSnapshot(msgs)
+		for step := range 6 {
+			if own.Len() != shared.Len() || !slices.Equal(own.VUIDs(), shared.VUIDs()) {
+				t.Fatalf("round %d step %d: %v vs %v", round, step, own.VUIDs(), shared.VUIDs())
+			}
+			for q := VUID(0); q <= v+2; q++ {
+				s1, ok1 := own.Seq(q)
+				s2, ok2 := shared.Seq(q)
+				if s1 != s2 || ok1 != ok2 {
+					t.Fatalf("round %d: Seq(%d) = %d,%v vs %d,%v", round, q, s1, ok1, s2, ok2)
+				}
+			}
+			for seq := uint32(0); seq <= uint32(own.Len())+1; seq++ {
+				v1, ok1 := own.VUID(seq)
+				v2, ok2 := shared.VUID(seq)
+				if v1 != v2 || ok1 != ok2 {
+					t.Fatalf("round %d: VUID(%d) differs", round, seq)
+				}
+			}
+			set := imap.UIDSet{imap.UIDRange{Start: imap.UID(rng.IntN(int(v) + 2)), Stop: 0}}
+			r1, _ := own.Resolve(set, nil)
+			r2, _ := shared.Resolve(set, nil)
+			if !slices.Equal(r1, r2) {
+				t.Fatalf("round %d: Resolve(%v) = %v vs %v", round, set, r1, r2)
+			}
+			if own.Len() > 0 && rng.IntN(2) == 0 {
+				gone := []VUID{own.VUIDs()[rng.IntN(own.Len())]}
+				if a, b := own.Expunge(gone), shared.Expunge(gone); !slices.Equal(a, b) {
+					t.Fatalf("round %d: Expunge = %v vs %v", round, a, b)
+				}
+			} else {
+				v += VUID(1 + rng.IntN(2))
+				own.Add([]VUID{v})
+				shared.Add([]VUID{v})
+			}
+		}
+		if !slices.EqualFunc(msgs, orig, func(a, b ViewMessage) bool { return a.VUID == b.VUID }) {
+			t.Fatalf("round %d: the shared view changed", round)
+		}
+	}
 }
