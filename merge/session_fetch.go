@@ -4,9 +4,7 @@ package merge
 // ENVELOPE, BODYSTRUCTURE, INTERNALDATE, RFC822.SIZE) comes from one
 // FETCH by sequence number (looked up with SEARCH UID, so that no reply
 // can be misrouted by imapclient) and is written in the client's order;
-// body sections are fetched per message, again by sequence number with
-// the UID checked, and streamed from the upstream's literal reader into
-// the client's literal.
+// body sections are streamed per run of messages (session_fetch_body.go).
 
 import (
 	"fmt"
@@ -17,8 +15,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
-
-	"imapproxy/upstream"
 )
 
 // fetchedMeta is one message's metadata from its upstream.
@@ -60,14 +56,16 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 	bodies := len(options.BodySection)+len(options.BinarySection)+len(options.BinarySectionSize) > 0
-	for _, v := range vuids {
+	for i := 0; i < len(vuids); {
+		v := vuids[i]
 		seq, ok := sel.snap.Seq(v)
 		m, known := sel.msg(v)
-		if !ok || !known {
-			continue
-		}
 		fm := meta[v]
-		if fm == nil || fm.gone {
+		switch {
+		case !ok || !known:
+			i++
+			continue
+		case fm == nil || fm.gone:
 			// Expunged upstream: what the session knows, no more.
 			rw := w.CreateMessage(seq)
 			rw.WriteUID(imap.UID(v))
@@ -77,11 +75,22 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			if err := rw.Close(); err != nil {
 				return err
 			}
+			i++
+			continue
+		case !bodies:
+			rw := w.CreateMessage(seq)
+			s.writeMeta(rw, v, fm, options, markSeen)
+			if err := rw.Close(); err != nil {
+				return err
+			}
+			i++
 			continue
 		}
-		if err := s.writeMessage(w, cs, seq, v, m, fm, options, bodies, markSeen); err != nil {
+		run := s.bodyRun(vuids[i:], m, meta)
+		if err := s.streamRun(w, cs, run, options, markSeen); err != nil {
 			return err
 		}
+		i += len(run)
 	}
 	return nil
 }
@@ -165,10 +174,9 @@ func (s *Session) fetchMeta(cs *conns, sel *selection, g *sourceGroup, options *
 	})
 }
 
-// writeMessage writes one message's FETCH response.
-func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32, v VUID, m ViewMessage, fm *fetchedMeta, options *imap.FetchOptions, bodies, markSeen bool) error {
+// writeMeta writes one message's items other than body sections.
+func (s *Session) writeMeta(rw *imapserver.FetchResponseWriter, v VUID, fm *fetchedMeta, options *imap.FetchOptions, markSeen bool) {
 	b := fm.buf
-	rw := w.CreateMessage(seq)
 	rw.WriteUID(imap.UID(v))
 	if options.Flags || markSeen && b.Flags != nil && !sameFlags(b.Flags, s.sel.upstreamFlags(v)) {
 		if b.Flags != nil {
@@ -192,99 +200,6 @@ func (s *Session) writeMessage(w *imapserver.FetchWriter, cs *conns, seq uint32,
 	if options.BodyStructure != nil && b.BodyStructure != nil {
 		rw.WriteBodyStructure(normalizeBodyStructure(b.BodyStructure))
 	}
-	if bodies {
-		c, _, err := cs.get(m.Account, m.Mailbox, !markSeen)
-		started := false
-		if err == nil {
-			started, err = s.streamBodies(c, rw, fm.seq, m.UID, options)
-		}
-		if err != nil {
-			s.log.Error("fetch: body failed", "mailbox", s.sel.name, "account", m.Account, "err", err)
-			if started && s.broken != nil {
-				// A literal is half written: end the connection rather
-				// than leave the client waiting for the rest of it.
-				s.broken()
-			}
-			rw.Close()
-			return s.clientErr("fetch", s.sel.name, err)
-		}
-	}
-	return rw.Close()
-}
-
-// streamBodies fetches the body sections of the message at upstream
-// sequence number seq (which must be uid) and streams them into rw.
-func (s *Session) streamBodies(c *upstream.Client, rw *imapserver.FetchResponseWriter, seq uint32, uid imap.UID, options *imap.FetchOptions) (started bool, err error) {
-	opts := &imap.FetchOptions{UID: true}
-	for _, bs := range options.BodySection {
-		peek := *bs
-		peek.Peek = true
-		opts.BodySection = append(opts.BodySection, &peek)
-	}
-	for _, bs := range options.BinarySection {
-		peek := *bs
-		peek.Peek = true
-		opts.BinarySection = append(opts.BinarySection, &peek)
-	}
-	opts.BinarySectionSize = options.BinarySectionSize
-	bodyUsed := make([]bool, len(options.BodySection))
-	binUsed := make([]bool, len(options.BinarySection))
-	err = c.Do(s.ctx, func(ic *imapclient.Client) error {
-		cmd := ic.Fetch(imap.SeqSetNum(seq), opts)
-		var gotUID imap.UID
-		var ferr error
-		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-			if msg.SeqNum != seq {
-				continue
-			}
-			for item := msg.Next(); item != nil; item = msg.Next() {
-				if ferr != nil {
-					continue
-				}
-				switch item := item.(type) {
-				case imapclient.FetchItemDataUID:
-					gotUID = item.UID
-				case imapclient.FetchItemDataBodySection:
-					if gotUID != 0 && gotUID != uid {
-						ferr = fmt.Errorf("upstream message %d moved to UID %d", uid, gotUID)
-						continue
-					}
-					i := matchBodySection(options.BodySection, bodyUsed, item.Section)
-					if i < 0 || item.Literal == nil {
-						continue
-					}
-					bodyUsed[i] = true
-					started = true
-					wc := rw.WriteBodySection(options.BodySection[i], item.Literal.Size())
-					ferr = copyLiteral(wc, item.Literal)
-				case imapclient.FetchItemDataBinarySection:
-					i := matchBinarySection(options.BinarySection, binUsed, item.Section)
-					if i < 0 || item.Literal == nil {
-						continue
-					}
-					binUsed[i] = true
-					started = true
-					wc := rw.WriteBinarySection(options.BinarySection[i], item.Literal.Size())
-					ferr = copyLiteral(wc, item.Literal)
-				case imapclient.FetchItemDataBinarySectionSize:
-					for _, bss := range options.BinarySectionSize {
-						if slices.Equal(bss.Part, item.Part) {
-							rw.WriteBinarySectionSize(bss, item.Size)
-							break
-						}
-					}
-				}
-			}
-		}
-		if err := cmd.Close(); err != nil {
-			return err
-		}
-		if ferr == nil && gotUID != uid {
-			ferr = fmt.Errorf("upstream FETCH %d returned UID %d, not %d", seq, gotUID, uid)
-		}
-		return ferr
-	})
-	return started, err
 }
 
 // copyLiteral copies a literal into the client's literal writer, which
