@@ -19,17 +19,15 @@ import (
 
 // loadKept reads the kept keywords of the selection's messages.
 func (sel *selection) loadKept(ctx context.Context, s *Session) error {
-	vs := sel.snap.VUIDs()
-	raw := make([]uint32, len(vs))
-	for i, v := range vs {
-		raw[i] = uint32(v)
-	}
-	kws, err := s.hub.st.Keywords(ctx, sel.vmID, raw)
+	kws, err := s.hub.st.MailboxKeywords(ctx, sel.vmID)
 	if err != nil {
 		return err
 	}
 	sel.kept = make(map[VUID][]imap.Flag, len(kws))
 	for v, ks := range kws {
+		if _, ok := sel.snap.Seq(VUID(v)); !ok {
+			continue
+		}
 		for _, k := range ks {
 			sel.kept[VUID(v)] = append(sel.kept[VUID(v)], imap.Flag(k))
 		}

@@ -43,6 +43,20 @@ func (s *SQLite) SetKeywords(ctx context.Context, vmailboxID int64, vuid uint32,
 
 // Keywords implements Store.
 func (s *SQLite) Keywords(ctx context.Context, vmailboxID int64, vuids []uint32) (map[uint32][]string, error) {
+	if len(vuids) == 0 {
+		return s.keywords(ctx, vmailboxID, "", nil)
+	}
+	return s.keywords(ctx, vmailboxID, sqlKeywords, vuids)
+}
+
+// MailboxKeywords implements Store.
+func (s *SQLite) MailboxKeywords(ctx context.Context, vmailboxID int64) (map[uint32][]string, error) {
+	return s.keywords(ctx, vmailboxID, sqlMailboxKeywords, nil)
+}
+
+// keywords runs a keyword query (none: an empty result) after checking
+// that the mailbox exists.
+func (s *SQLite) keywords(ctx context.Context, vmailboxID int64, query string, vuids []uint32) (map[uint32][]string, error) {
 	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("store: keywords: %w", err)
@@ -52,10 +66,14 @@ func (s *SQLite) Keywords(ctx context.Context, vmailboxID int64, vuids []uint32)
 		return nil, fmt.Errorf("store: keywords: %w", err)
 	}
 	m := map[uint32][]string{}
-	if len(vuids) == 0 {
+	if query == "" {
 		return m, nil
 	}
-	rows, err := tx.QueryContext(ctx, sqlKeywords, vmailboxID, uidsJSON(vuids))
+	args := []any{vmailboxID}
+	if vuids != nil {
+		args = append(args, uidsJSON(vuids))
+	}
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: keywords: %w", err)
 	}

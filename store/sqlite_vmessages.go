@@ -39,6 +39,8 @@ const (
 	WHERE vmailbox = ? AND vuid IN (SELECT value FROM json_each(?))`
 	sqlKeywords = `SELECT vuid, keyword FROM vkeywords
 	WHERE vmailbox = ? AND vuid IN (SELECT value FROM json_each(?)) ORDER BY vuid, keyword`
+	sqlMailboxKeywords = `SELECT vuid, keyword FROM vkeywords
+	WHERE vmailbox = ? ORDER BY vuid, keyword`
 )
 
 // uidsJSON encodes uids as a JSON array.

@@ -198,6 +198,9 @@ type Store interface {
 	SetKeywords(ctx context.Context, vmailboxID int64, vuid uint32, keywords []string) error
 	// Keywords returns the kept keywords of those of vuids that have any.
 	Keywords(ctx context.Context, vmailboxID int64, vuids []uint32) (map[uint32][]string, error)
+	// MailboxKeywords returns the kept keywords of every message of the
+	// virtual mailbox that has any (one query, whatever its size).
+	MailboxKeywords(ctx context.Context, vmailboxID int64) (map[uint32][]string, error)
 
 	// Transfer journal of merge mode (see Transfer). AddTransfer records a
 	// transfer (t.ID and t.Updated are ignored) and returns its id;

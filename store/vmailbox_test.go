@@ -355,6 +355,14 @@ func TestKeywords(t *testing.T) {
 		if got, err := s.Keywords(ctx, m.ID, nil); err != nil || len(got) != 0 {
 			t.Errorf("Keywords of none = %v, %v", got, err)
 		}
+		all, err := s.MailboxKeywords(ctx, m.ID)
+		must(t, err)
+		if len(all) != len(want) || !slices.Equal(all[1], want[1]) || !slices.Equal(all[2], want[2]) {
+			t.Errorf("MailboxKeywords = %v, want %v", all, want)
+		}
+		if _, err := s.MailboxKeywords(ctx, m.ID+1000); !errors.Is(err, ErrNotFound) {
+			t.Errorf("MailboxKeywords of an unknown mailbox: %v", err)
+		}
 		if err := s.SetKeywords(ctx, m.ID, 99, []string{"x"}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("SetKeywords of an unknown vuid: %v", err)
 		}
