@@ -31,7 +31,7 @@ import (
 
 // benchNames are the benchmarks in the order they run.
 var benchNames = []string{"login", "login2fa", "select", "concurrent", "bulk", "rss", "burst", "loginrate",
-	"mergeselect", "mergebulk", "mergerss"}
+	"mergeselect", "mergebulk", "mergerss", "pluginlogin"}
 
 // options are the command-line settings.
 type options struct {
@@ -78,7 +78,7 @@ func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	only := fs.String("only", "", "comma-separated benchmarks to run: "+strings.Join(benchNames, ",")+" (default all)")
-	fs.IntVar(&o.loginN, "login-n", 300, "login: logins per side")
+	fs.IntVar(&o.loginN, "login-n", 300, "login, pluginlogin: logins per side")
 	fs.IntVar(&o.selectN, "select-n", 500, "select: SELECT + UID FETCH (FLAGS) rounds per side")
 	fs.IntVar(&o.bulkMB, "bulk-mb", 100, "bulk: megabytes of mail to fetch")
 	fs.IntVar(&o.bulkMsgKB, "bulk-msg-kb", 100, "bulk: size of each message in kB")
@@ -238,6 +238,8 @@ func run(o *options) int {
 		"mergeselect": benchMergeSelect,
 		"mergebulk":   benchMergeBulk,
 		"mergerss":    benchMergeRSS,
+
+		"pluginlogin": benchPluginLogin,
 	}
 	code := 0
 loop:

@@ -24,7 +24,7 @@ import (
 )
 
 // pluginConfig is a [[plugin]] entry for an example plugin.
-func pluginConfig(t *testing.T, name string, kind config.PluginKind, args ...string) config.Plugin {
+func pluginConfig(t testing.TB, name string, kind config.PluginKind, args ...string) config.Plugin {
 	t.Helper()
 	sum, err := SHA256(built[name])
 	if err != nil {
@@ -361,5 +361,27 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 	assertNoProcesses(t, h)
 	if _, err := h.Verifiers()[0].Verify(context.Background(), auth.Credentials{Username: "a", Password: "b"}); !errors.Is(err, errNotRunning) {
 		t.Errorf("after Close: %v", err)
+	}
+}
+
+// BenchmarkPluginCall is one authenticator call to the real userfile
+// plugin (a cheap argon2id hash): the plugin's share of a login.
+func BenchmarkPluginCall(b *testing.B) {
+	users := filepath.Join(b.TempDir(), "users.json")
+	data, _ := json.Marshal(map[string]any{"users": []map[string]any{{"name": "alice", "password_hash": cheapArgon2id("alicepw")}}})
+	os.WriteFile(users, data, 0o600)
+	c := pluginConfig(b, "userfile", config.PluginAuthenticator, "-users", users)
+	h, err := Start([]config.Plugin{c}, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	v := h.Verifiers()[0]
+	cr := auth.Credentials{Username: "alice", Password: "alicepw"}
+	b.ResetTimer()
+	for b.Loop() {
+		if got, err := v.Verify(context.Background(), cr); err != nil || got.Decision != auth.Allow {
+			b.Fatal(got, err)
+		}
 	}
 }
