@@ -121,6 +121,7 @@ type Hub struct {
 	wg     sync.WaitGroup // sync workers and watcher stops
 
 	watchStarts atomic.Int64 // watchers started, for tests
+	syncStarts  atomic.Int64 // syncs started, for tests
 }
 
 // newHub creates the hub of spec and starts its goroutine. It dials

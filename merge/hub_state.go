@@ -54,6 +54,9 @@ type hubState struct {
 // session.
 const maxLingering = 8
 
+// maxLingeringWatched bounds the lingering mailboxes whose watchers run.
+const maxLingeringWatched = 2
+
 // treeState is the tree as last built.
 type treeState struct {
 	tree     *router.Tree
@@ -82,6 +85,11 @@ type vmState struct {
 	// view is the view as last built, shared by the sessions it was
 	// given to; nil once a sync changed anything.
 	view *MailboxView
+	// unwatch stops the watchers of a lingering mailbox after
+	// ManagerOptions.WatchLinger (so that a client selecting it again
+	// soon, or going back and forth between folders, finds it watched
+	// and synced).
+	unwatch *time.Timer
 }
 
 // srcState is one source of a selected virtual mailbox.
@@ -91,11 +99,16 @@ type srcState struct {
 	synced bool
 	// mark is what the last sync's EXAMINE reported (zero before one, or
 	// after a failure): the next sync starts from it.
-	mark    SyncMark
-	running bool         // a sync worker runs
-	again   bool         // another sync is wanted when it ends
-	waiting []chan error // told when the running sync ends
-	next    []chan error // told when the next sync ends
+	mark SyncMark
+	// began is when the sync that made the current state began; with a
+	// watcher live since before then, and no change reported, the state
+	// is current.
+	began    time.Time
+	starting time.Time    // when the running sync began
+	running  bool         // a sync worker runs
+	again    bool         // another sync is wanted when it ends
+	waiting  []chan error // told when the running sync ends
+	next     []chan error // told when the next sync ends
 	// After a failed sync the source is tried again after retryDelay
 	// (doubling up to maxSyncRetry), so that it comes back by itself.
 	retry      *time.Timer
@@ -141,6 +154,9 @@ func (s *hubState) stop() {
 	h.cancel()
 	s.linger.Stop()
 	for _, vs := range s.mailboxes {
+		if vs.unwatch != nil {
+			vs.unwatch.Stop()
+		}
 		for _, ss := range vs.src {
 			if ss.retry != nil {
 				ss.retry.Stop()
@@ -262,6 +278,11 @@ func (ev selectEvent) apply(s *hubState) {
 		s.mailboxes[ev.name] = vs
 	}
 	vs.vm = ev.vm
+	if vs.unwatch != nil {
+		vs.unwatch.Stop()
+		vs.unwatch = nil
+	}
+	s.lingering = slices.DeleteFunc(s.lingering, func(l *vmState) bool { return l == vs })
 	if !vs.watched {
 		vs.watched = true
 		s.lingering = slices.DeleteFunc(s.lingering, func(l *vmState) bool { return l == vs })
@@ -282,6 +303,10 @@ func (ev selectEvent) apply(s *hubState) {
 	waits := make([]chan error, len(ev.sources))
 	for i, src := range ev.sources {
 		waits[i] = make(chan error, 1)
+		if s.current(vs, srcKey(src)) {
+			waits[i] <- nil
+			continue
+		}
 		s.requestSync(vs, srcKey(src), waits[i])
 	}
 	ev.reply <- waits
@@ -364,11 +389,59 @@ func (s *hubState) unselect(sub *Subscriber) {
 	if len(vs.subs) > 0 {
 		return
 	}
-	s.quiesce(vs)
+	for _, ss := range vs.src {
+		for _, ch := range append(ss.waiting, ss.next...) {
+			ch <- errUnselected
+		}
+		ss.waiting, ss.next = nil, nil
+	}
 	s.lingering = append(s.lingering, vs)
 	if len(s.lingering) > maxLingering {
 		s.drop(s.lingering[0])
 	}
+	// Watchers hold upstream connections: only the latest few lingering
+	// mailboxes keep theirs.
+	watched := 0
+	for i := len(s.lingering) - 1; i >= 0; i-- {
+		if l := s.lingering[i]; l.watched {
+			if watched++; watched > maxLingeringWatched {
+				s.quiesce(l)
+			}
+		}
+	}
+	h := s.h
+	vs.unwatch = time.AfterFunc(h.m.o.WatchLinger, func() { h.send(h.ctx, unwatchEvent{vs}) })
+}
+
+// current reports whether a source's state can be given without a sync:
+// synced, no sync running or asked for, and its watcher idling since
+// before that sync began, with no change reported since.
+func (s *hubState) current(vs *vmState, key srcKey) bool {
+	ss := vs.src[key]
+	we := s.watchers[key]
+	if ss == nil || !ss.synced || ss.running || ss.again || we == nil {
+		return false
+	}
+	live := we.w.LiveSince()
+	if live.IsZero() || !live.Before(ss.began) {
+		return false
+	}
+	h := s.h
+	h.dirtyMu.Lock()
+	dirty := h.dirtySet[key]
+	h.dirtyMu.Unlock()
+	return !dirty
+}
+
+// unwatchEvent stops the watchers of a mailbox that still lingers.
+type unwatchEvent struct{ vs *vmState }
+
+func (ev unwatchEvent) apply(s *hubState) {
+	vs := ev.vs
+	if s.mailboxes[vs.name] != vs || len(vs.subs) > 0 {
+		return
+	}
+	s.quiesce(vs)
 }
 
 // quiesce stops what runs for a mailbox with no session: its watchers,
@@ -387,6 +460,10 @@ func (s *hubState) quiesce(vs *vmState) {
 		}
 	}
 	vs.watched = false
+	if vs.unwatch != nil {
+		vs.unwatch.Stop()
+		vs.unwatch = nil
+	}
 }
 
 // drop forgets a mailbox that no session has selected.
@@ -484,6 +561,8 @@ func (s *hubState) startSync(vs *vmState, key srcKey, ss *srcState) {
 	h := s.h
 	ss.running = true
 	name, vm := vs.name, vs.vm
+	ss.starting = time.Now()
+	h.syncStarts.Add(1)
 	var since *SyncMark
 	if ss.synced && ss.mark.usable() {
 		m := ss.mark
@@ -530,7 +609,7 @@ func (ev syncDoneEvent) apply(s *hubState) {
 	}
 	ss := ev.ss
 	if ev.err != nil {
-		ss.mark = SyncMark{}
+		ss.mark, ss.began = SyncMark{}, time.Time{}
 		ss.retryDelay = min(max(2*ss.retryDelay, minSyncRetry), maxSyncRetry)
 		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err, "retry", ss.retryDelay)
 		if ss.retry != nil {
@@ -542,6 +621,7 @@ func (ev syncDoneEvent) apply(s *hubState) {
 		}
 	} else {
 		ss.retryDelay = 0
+		ss.began = ss.starting
 		s.applySync(vs, ev.key, ss, ev.res)
 	}
 	for _, ch := range ss.waiting {

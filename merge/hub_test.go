@@ -134,6 +134,7 @@ func (e *hubEnv) manager(linger time.Duration) *Manager {
 		Logger:        slog.New(slog.NewTextHandler(tLogWriter{e.t}, nil)),
 		WatchInterval: time.Second,
 		Linger:        linger,
+		WatchLinger:   100 * time.Millisecond,
 	})
 	e.t.Cleanup(m.Close)
 	return m
@@ -403,11 +404,19 @@ func TestHubSelectAndUpdates(t *testing.T) {
 		t.Errorf("%d watchers running (%v), want 2", n, err)
 	}
 
-	// Unselect by both drops the watchers.
+	// Unselect by both stops the watchers after the watch linger.
 	h.Unselect(sub1)
 	h.Unselect(sub2)
-	if n, err := call(ctx, h, watcherCountEvent{reply}, reply); err != nil || n != 0 {
-		t.Errorf("%d watchers running after unselect (%v)", n, err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := call(ctx, h, watcherCountEvent{reply}, reply)
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watchers running after unselect (%v)", n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -640,5 +649,46 @@ func TestViewFlags(t *testing.T) {
 	}
 	if !sameFlags([]imap.Flag{"a", `\Seen`}, []imap.Flag{`\seen`, "A", "a"}) || sameFlags([]imap.Flag{"a"}, nil) {
 		t.Error("sameFlags")
+	}
+}
+
+// TestHubReselectWatched: selecting a mailbox again whose watchers are
+// idling (the same session going back to it, within the watch linger)
+// runs no sync; the watchers still report changes.
+func TestHubReselectWatched(t *testing.T) {
+	e := newHubEnv(t, "Work")
+	e.work.put("INBOX")
+	e.home.put("INBOX")
+	m := e.manager(time.Minute)
+	h, sub := e.attach(m)
+	ctx := context.Background()
+	if _, err := h.Select(ctx, sub, "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the watchers idle and their first syncs are done.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := h.syncStarts.Load()
+		time.Sleep(200 * time.Millisecond)
+		if n >= 4 && h.syncStarts.Load() == n {
+			break // a sync per source, and one per watcher once ready
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("syncs never settled: %d", h.syncStarts.Load())
+		}
+	}
+	before := h.syncStarts.Load()
+	h.Unselect(sub)
+	v, err := h.Select(ctx, sub, "INBOX")
+	if err != nil || len(v.Messages) != 2 {
+		t.Fatalf("select again: %v %v", v, err)
+	}
+	if n := h.syncStarts.Load(); n != before {
+		t.Errorf("select of a watched mailbox ran %d syncs", n-before)
+	}
+	e.home.put("INBOX")
+	u := waitUpdate(t, sub, "new message", func(u Update) bool { return len(u.Added) > 0 })
+	if len(u.Added) != 1 || u.Added[0].Account != "home" {
+		t.Errorf("update %+v", u)
 	}
 }

@@ -20,6 +20,7 @@ import (
 const (
 	defaultMaxConnsPerAccount = 4
 	defaultLinger             = 30 * time.Second
+	defaultWatchLinger        = 30 * time.Second
 )
 
 // ErrManagerClosed is returned by Attach after Manager.Close.
@@ -70,6 +71,11 @@ type ManagerOptions struct {
 	// reconnecting client finds its connections and watchers. Zero means
 	// 30s.
 	Linger time.Duration
+	// WatchLinger is how long the watchers of a mailbox no session has
+	// selected any more keep running (for the latest two such mailboxes),
+	// so that selecting it again needs no upstream command. Zero means
+	// 30s.
+	WatchLinger time.Duration
 }
 
 // Manager keeps the hubs of merged users, one per user, created by the
@@ -98,6 +104,9 @@ func NewManager(o ManagerOptions) *Manager {
 	}
 	if o.Linger <= 0 {
 		o.Linger = defaultLinger
+	}
+	if o.WatchLinger <= 0 {
+		o.WatchLinger = defaultWatchLinger
 	}
 	return &Manager{o: o, hubs: make(map[string]*Hub)}
 }

@@ -75,8 +75,12 @@ type Watch struct {
 	done   chan struct{}
 
 	changed atomic.Bool // the upstream reported something since the last OnChange
-	mu      sync.Mutex
-	wake    context.CancelFunc // ends the current IDLE early; nil outside IDLE
+	// liveSince is when the current IDLE session began (UnixNano; 0
+	// when not in an IDLE session): from then on a change is reported
+	// within moments.
+	liveSince atomic.Int64
+	mu        sync.Mutex
+	wake      context.CancelFunc // ends the current IDLE early; nil outside IDLE
 }
 
 // StartWatch starts watching o.Mailbox on a Client of o.Pool and returns
@@ -101,6 +105,18 @@ func StartWatch(ctx context.Context, o WatchOptions) *Watch {
 func (w *Watch) Stop() {
 	w.cancel()
 	<-w.done
+}
+
+// LiveSince returns when the watcher's current IDLE session began (its
+// mailbox selected, OnReady called), or the zero time when it is not
+// idling (starting, reconnecting, or polling with NOOP). While live, the
+// upstream's changes reach OnChange within moments.
+func (w *Watch) LiveSince() time.Time {
+	n := w.liveSince.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // run is the watcher's goroutine: one session per connection, with
@@ -154,10 +170,17 @@ func (w *Watch) session(ctx context.Context, reconnect bool) (selected bool, err
 		w.o.Logger.Info("watcher: reconnected")
 		w.changed.Store(true) // report at once, below
 	}
+	idle := !w.o.NoIdle && c.Caps().Has(imap.CapIdle)
+	if idle {
+		// Live from here: the handler records every change since the
+		// EXAMINE, and idle reports them.
+		w.liveSince.Store(time.Now().UnixNano())
+		defer w.liveSince.Store(0)
+	}
 	if w.o.OnReady != nil && ctx.Err() == nil {
 		w.o.OnReady()
 	}
-	if w.o.NoIdle || !c.Caps().Has(imap.CapIdle) {
+	if !idle {
 		return true, w.poll(ctx, c)
 	}
 	return true, w.idle(ctx, c)
