@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,6 +99,7 @@ func testTransferFaults(t *testing.T, kind store.TransferKind) {
 		}
 		// A cut after a random delay lands anywhere, literals included.
 		var wg sync.WaitGroup
+		var cut atomic.Bool
 		stop := make(chan struct{})
 		if rng.IntN(3) == 0 {
 			delay := time.Duration(rng.IntN(30)) * time.Millisecond
@@ -108,7 +110,7 @@ func testTransferFaults(t *testing.T, kind store.TransferKind) {
 			wg.Go(func() {
 				select {
 				case <-time.After(delay):
-					faults["cut after a delay"]++
+					cut.Store(true)
 					victim.kill()
 				case <-stop:
 				}
@@ -122,6 +124,9 @@ func testTransferFaults(t *testing.T, kind store.TransferKind) {
 		close(stop)
 		wg.Wait()
 		cancel()
+		if cut.Load() {
+			faults["cut after a delay"]++
+		}
 		if err != nil {
 			faults["failed runs"]++
 		}

@@ -113,7 +113,7 @@ func fetchMeta(ic *imapclient.Client, uids imap.UIDSet, opts *imap.FetchOptions)
 // be different Clients. If the source fails in the middle of the literal,
 // c's connection is closed (a short literal cannot be sent; the upstream
 // discards the incomplete APPEND) and c is broken. If the target fails,
-// the rest of the literal is drained and src stays usable.
+// src's connection is closed too rather than drained.
 //
 // The result is the APPENDUID, zero without UIDPLUS. On an error the
 // APPEND may or may not have happened (the connection can fail after the
@@ -181,9 +181,8 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 
 // transferOnce is one attempt of AppendFrom's fetch, calling sink with the
 // body literal of message uid. retry says that sink was not called and
-// another attempt may succeed. A read failure of the literal inside sink
-// kills the source connection (see fetchRawOnce); a sink failure after
-// that leaves the rest of the literal to be drained.
+// another attempt may succeed. A failure inside sink, of the literal's
+// read or of the target, kills the source connection (see fetchRawOnce).
 func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink func(imap.LiteralReader) error) (retry bool, err error) {
 	crit := &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(uid)}}
 	sd, err := ic.Search(crit, nil).Wait()
@@ -228,9 +227,21 @@ func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink f
 				sent = true
 				lr := &literalReader{r: item.Literal, size: item.Literal.Size()}
 				sinkErr = sink(lr)
-				if lr.err != nil {
+				switch {
+				case lr.err != nil:
 					kill()
 					return false, lr.err
+				case sinkErr != nil:
+					// The target failed part way. Draining the rest of a
+					// large literal would keep the source busy for
+					// nothing, and race imapclient's reader should the
+					// source fail too meanwhile: the source connection is
+					// closed, and the literal read until that fails, which
+					// releases imapclient's reader (it waits for the
+					// literal's end or error).
+					kill()
+					io.Copy(io.Discard, item.Literal)
+					return false, sinkErr
 				}
 			}
 		}
