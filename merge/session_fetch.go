@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -202,10 +203,16 @@ func (s *Session) writeMeta(rw *imapserver.FetchResponseWriter, v VUID, fm *fetc
 	}
 }
 
+// copyBufs are copyLiteral's buffers: literals follow one another
+// quickly, and a fresh 32 KiB buffer for each would be garbage at once.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyLiteral copies a literal into the client's literal writer, which
 // must get exactly the announced size.
 func copyLiteral(wc io.WriteCloser, r imap.LiteralReader) error {
-	n, err := io.Copy(wc, r)
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(wc, r, *bp)
+	copyBufs.Put(bp)
 	if err == nil && n != r.Size() {
 		err = fmt.Errorf("literal of %d bytes ended after %d", r.Size(), n)
 	}

@@ -85,6 +85,12 @@ func (c *handedConn) Write(p []byte) (int, error) {
 		c.out = append(c.out, preauthToOK(line, c.tag)...)
 		c.out = append(c.out, rest...)
 		c.greeted, c.greeting = true, nil
+	} else if len(c.out) == 0 && len(p) >= flushSize {
+		// A large piece of a literal: send it as it is, without a copy.
+		if err := c.sendLocked(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	} else {
 		c.out = append(c.out, p...)
 	}
@@ -136,6 +142,22 @@ func (c *handedConn) flushLocked() error {
 	if c.werr != nil || len(c.out) == 0 {
 		return c.werr
 	}
+	err := c.sendLocked(c.out)
+	if cap(c.out) > 2*flushSize {
+		c.out = nil // a large literal passed: do not keep its buffer
+	} else {
+		c.out = c.out[:0]
+	}
+	return err
+}
+
+// sendLocked writes b to the connection under the write deadline;
+// c.wmu is held.
+func (c *handedConn) sendLocked(b []byte) error {
+	if c.armed {
+		c.armed = false
+		c.timer.Stop()
+	}
 	d := c.deadline
 	if d.IsZero() {
 		d = time.Now().Add(flushTimeout)
@@ -146,12 +168,7 @@ func (c *handedConn) flushLocked() error {
 		c.Conn.SetWriteDeadline(d)
 		c.lastSet = d
 	}
-	_, err := c.Conn.Write(c.out)
-	if cap(c.out) > 2*flushSize {
-		c.out = nil // a large literal passed: do not keep its buffer
-	} else {
-		c.out = c.out[:0]
-	}
+	_, err := c.Conn.Write(b)
 	if err != nil {
 		c.werr = err
 	}

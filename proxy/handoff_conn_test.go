@@ -75,6 +75,21 @@ func TestHandedConnCoalesces(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 
+	// A large literal passes as written, after what was pending.
+	hc.Write([]byte("* 4 FETCH (BODY[] {70000}\r\n"))
+	big := strings.Repeat("0123456789", 7000)
+	if n, err := hc.Write([]byte(big)); n != len(big) || err != nil {
+		t.Fatalf("large write: %d %v", n, err)
+	}
+	hc.Write([]byte(")\r\n"))
+	go b.Write([]byte("a NOOP\r\n"))
+	if _, err := hc.Read(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := cc.stats(); !strings.HasSuffix(got, "* 4 FETCH (BODY[] {70000}\r\n"+big+")\r\n") {
+		t.Fatal("a large literal came out garbled")
+	}
+
 	hc.Write([]byte("* BYE bye\r\n"))
 	hc.Close()
 	if _, got := cc.stats(); !strings.HasSuffix(got, "* BYE bye\r\n") {
