@@ -76,6 +76,7 @@ func startProcess(cfg config.Plugin, log *slog.Logger, m *Metrics) (*process, er
 // start runs the program and connects to it.
 func (p *process) start() error {
 	cmd := exec.Command(p.cfg.Command, p.cfg.Args...)
+	dieWithProxy(cmd)
 	names := make([]string, 0, len(p.cfg.Env))
 	for k := range p.cfg.Env {
 		names = append(names, k)
