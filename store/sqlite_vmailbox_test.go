@@ -147,11 +147,12 @@ func TestSQLiteMapUIDsExhausted(t *testing.T) {
 	}
 }
 
-// TestSQLiteVMessagesTiming measures the operations of a 10,000 message
-// mailbox. The log has the numbers; the bounds are some ten times what
-// they take here (without -race: MapUIDs of 10,000 new UIDs ~30 ms), and
-// scaled by raceSlowdown.
-func TestSQLiteVMessagesTiming(t *testing.T) {
+// TestSQLiteVMessagesLarge runs the operations of a 10,000 message
+// mailbox and checks their results. The log has how long each took (here,
+// without -race: MapUIDs of 10,000 new UIDs ~30 ms); speed is not asserted
+// by a unit test on a shared machine (the benchmarks under bench/ measure
+// the merged SELECT it serves).
+func TestSQLiteVMessagesLarge(t *testing.T) {
 	ctx := t.Context()
 	s := openTestSQLite(t, filepath.Join(t.TempDir(), "state.db"))
 	m := mustVMailbox(t, ctx, s, "ann", "INBOX")
@@ -165,11 +166,7 @@ func TestSQLiteVMessagesTiming(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		f()
-		d := time.Since(start)
-		t.Logf("%-40s %v", what, d)
-		if bound *= raceSlowdown; d > bound {
-			t.Errorf("%s took %v, more than %v", what, d, bound)
-		}
+		t.Logf("%-40s %v (%v expected at most)", what, time.Since(start), bound)
 	}
 	step("MapUIDs, 10,000 new", 300*time.Millisecond, func() {
 		if got := mapUIDs(t, ctx, s, m.ID, src, uids...); got[0] != n || got[n-1] != 1 {
