@@ -151,6 +151,7 @@ func newHub(m *Manager, spec UserSpec) *Hub {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	go h.run()
+	h.wg.Go(h.recoverTransfers)
 	return h
 }
 
