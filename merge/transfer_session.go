@@ -30,6 +30,16 @@ func (s *Session) transferGroup(sel *selection, g *sourceGroup, t target, move b
 	}
 	res, err := s.hub.transfers().Run(s.ctx, req)
 	moved = move && len(res.Done) > 0
+	if len(res.Done) > 0 {
+		// The watchers report the change only when the upstreams tell
+		// them (Dovecot's IDLE after a second or so): until then the hub
+		// would take a watched source as current and a SELECT right after
+		// the COPY would miss what COPYUID just answered.
+		s.hub.noteChange(srcKey{Account: t.src.Account, Mailbox: t.src.Mailbox})
+		if moved {
+			s.hub.noteChange(g.key)
+		}
+	}
 	if err != nil {
 		return moved, err
 	}
