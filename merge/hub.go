@@ -69,6 +69,10 @@ type MailboxView struct {
 	// PermanentFlags are the flags every source can keep (\* when every
 	// source accepts new keywords).
 	PermanentFlags []imap.Flag
+	// Missing are the accounts whose sources could not be synced: their
+	// messages are left out until they are back (they reappear, with the
+	// same UIDs, at the next SELECT).
+	Missing []string
 }
 
 // ViewMessage is one message of a virtual mailbox and where it lives. Its
@@ -120,6 +124,9 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // sync workers and watcher stops
 
+	listMu   sync.Mutex
+	lastList map[string][]*imap.ListData // each account's last LIST answer
+
 	watchStarts atomic.Int64 // watchers started, for tests
 	syncStarts  atomic.Int64 // syncs started, for tests
 }
@@ -137,6 +144,7 @@ func newHub(m *Manager, spec UserSpec) *Hub {
 		events:     make(chan hubEvent),
 		dirty:      make(chan struct{}, 1),
 		dirtySet:   make(map[srcKey]bool),
+		lastList:   make(map[string][]*imap.ListData),
 		closeReq:   make(chan struct{}),
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
@@ -233,6 +241,7 @@ func (h *Hub) Select(ctx context.Context, sub *Subscriber, virtual string) (*Mai
 	}
 	synced := 0
 	var lastErr error
+	var missing []string
 	for i, w := range waits {
 		select {
 		case err = <-w:
@@ -249,6 +258,7 @@ func (h *Hub) Select(ctx context.Context, sub *Subscriber, virtual string) (*Mai
 		}
 		src := target.Sources[i]
 		h.log.Warn("select: source left out", "mailbox", name, "account", src.Account, "upstream_mailbox", src.Mailbox, "err", err)
+		missing = append(missing, src.Account)
 	}
 	if synced == 0 && len(waits) > 0 || ctx.Err() != nil {
 		h.Unselect(sub)
@@ -268,6 +278,7 @@ func (h *Hub) Select(ctx context.Context, sub *Subscriber, virtual string) (*Mai
 	if view == nil {
 		return nil, fmt.Errorf("merge: select %s: superseded by another selection", name)
 	}
+	view.Missing = missing
 	return view, nil
 }
 

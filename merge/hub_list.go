@@ -64,45 +64,65 @@ func (h *Hub) tree(ctx context.Context) (*router.Tree, []string, error) {
 type accountList struct {
 	account string
 	list    []*imap.ListData
+	// down: the account could not be reached; list is its last answer
+	// (none if it never answered since the hub started).
+	down bool
 }
 
-// listAccounts LISTs every account of the tree, in order, leaving out
-// (and logging) those that fail.
+// listAccounts LISTs every account of the tree, in order. An account
+// that fails is logged and given with its last answer, marked down, so
+// that its folders stay listed while it is unreachable (selecting one
+// then answers NO [UNAVAILABLE]).
 func (h *Hub) listAccounts(ctx context.Context, accounts []string) []accountList {
 	var out []accountList
 	for _, name := range accounts {
 		pool := h.pools[name]
 		c, err := pool.Get(ctx)
-		if err != nil {
-			h.log.Warn("list: account left out", "account", name, "err", err)
-			continue
+		var l []*imap.ListData
+		if err == nil {
+			l, err = c.List(ctx)
+			pool.Put(c)
 		}
-		l, err := c.List(ctx)
-		pool.Put(c)
-		if err != nil {
-			h.log.Warn("list: account left out", "account", name, "err", err)
-			continue
+		h.listMu.Lock()
+		if err == nil {
+			h.lastList[name] = l
+		} else {
+			l = h.lastList[name]
 		}
-		out = append(out, accountList{account: name, list: l})
+		h.listMu.Unlock()
+		if err != nil {
+			h.log.Warn("list: account unreachable, its last known folders are shown", "account", name, "folders", len(l), "err", err)
+		}
+		out = append(out, accountList{account: name, list: l, down: err != nil})
 	}
 	return out
 }
 
-// List returns every virtual folder, sorted by name: each reachable
-// account's folders mapped through the tree (attributes kept, except the
+// List returns every virtual folder, sorted by name, and the accounts
+// that could not be reached: each account's folders (an unreachable
+// one's as last listed) mapped through the tree (attributes kept, except the
 // special use of a unified use, whose folder is reached through the
 // unified one: the primary account's is hidden, another account's loses
 // the attribute), the account prefixes as \NoSelect \HasChildren
 // containers, the INBOX, and the unified special-use folders with their
 // attribute.
-func (h *Hub) List(ctx context.Context) ([]Folder, error) {
+func (h *Hub) List(ctx context.Context) ([]Folder, []string, error) {
 	tree, accounts, err := h.tree(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byName := make(map[string]Folder)
 	primary := tree.Primary()
+	var down []string
+	for _, a := range h.spec.Accounts {
+		if !slices.Contains(accounts, a.Name) {
+			down = append(down, a.Name) // never reached: no namespace
+		}
+	}
 	for _, al := range h.listAccounts(ctx, accounts) {
+		if al.down {
+			down = append(down, al.account)
+		}
 		for _, ld := range al.list {
 			name, ok := tree.VirtualName(al.account, ld.Mailbox)
 			if !ok {
@@ -149,7 +169,7 @@ func (h *Hub) List(ctx context.Context) ([]Folder, error) {
 		out = append(out, f)
 	}
 	slices.SortFunc(out, func(a, b Folder) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return out, down, nil
 }
 
 // specialUse returns the normalized special use of a LIST attribute.

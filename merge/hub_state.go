@@ -97,6 +97,11 @@ type srcState struct {
 	msgs   map[uint32]ViewMessage // as of the last sync; nil before one
 	perm   []imap.Flag
 	synced bool
+	// failed: the last sync failed (the upstream is down). New views
+	// leave the source out; sessions that have its messages keep them
+	// (an outage is not an expunge), and a new view has them again once
+	// a sync succeeds.
+	failed bool
 	// mark is what the last sync's EXAMINE reported (zero before one, or
 	// after a failure): the next sync starts from it.
 	mark SyncMark
@@ -352,7 +357,7 @@ func (vs *vmState) build() *MailboxView {
 	view.Messages = make([]ViewMessage, 0, n)
 	for _, src := range vs.sources {
 		ss := vs.src[srcKey(src)]
-		if !ss.synced {
+		if !ss.synced || ss.failed {
 			continue
 		}
 		for _, m := range ss.msgs {
@@ -610,6 +615,9 @@ func (ev syncDoneEvent) apply(s *hubState) {
 	ss := ev.ss
 	if ev.err != nil {
 		ss.mark, ss.began = SyncMark{}, time.Time{}
+		if !ss.failed {
+			ss.failed, vs.view = true, nil
+		}
 		ss.retryDelay = min(max(2*ss.retryDelay, minSyncRetry), maxSyncRetry)
 		s.h.log.Warn("sync failed", "mailbox", ev.name, "account", ev.key.Account, "upstream_mailbox", ev.key.Mailbox, "err", ev.err, "retry", ss.retryDelay)
 		if ss.retry != nil {
@@ -622,6 +630,9 @@ func (ev syncDoneEvent) apply(s *hubState) {
 	} else {
 		ss.retryDelay = 0
 		ss.began = ss.starting
+		if ss.failed {
+			ss.failed, vs.view = false, nil
+		}
 		s.applySync(vs, ev.key, ss, ev.res)
 	}
 	for _, ch := range ss.waiting {

@@ -198,7 +198,7 @@ func TestHubList(t *testing.T) {
 			}
 			h, _ := e.attach(e.manager(time.Minute))
 			ctx := context.Background()
-			fs, err := h.List(ctx)
+			fs, _, err := h.List(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -486,7 +486,7 @@ func TestHubUnreachableAccount(t *testing.T) {
 	e.work.put("INBOX")
 	h, sub := e.attach(e.manager(time.Minute))
 	ctx := context.Background()
-	fs, err := h.List(ctx)
+	fs, _, err := h.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +526,7 @@ func TestHubAccountComesBack(t *testing.T) {
 	home.put("INBOX")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		fs, err := h.List(ctx)
+		fs, _, err := h.List(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

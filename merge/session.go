@@ -33,6 +33,10 @@ type Session struct {
 	// broken, when set, ends the client connection: a response was cut
 	// short (an upstream failed mid-literal) and cannot be finished.
 	broken func()
+	// alert, when set, sends the client an untagged OK [ALERT]; alerted
+	// are the accounts it was sent for (once per session each).
+	alert   func(text string)
+	alerted map[string]bool
 }
 
 // OnBroken sets what ends the client connection when a response cannot be
@@ -40,6 +44,24 @@ type Session struct {
 // session can only answer NO, which a client reading the literal would
 // wait for in vain.
 func (s *Session) OnBroken(f func()) { s.broken = f }
+
+// OnAlert sets how the session tells the client about an unreachable
+// account: an untagged "OK [ALERT] text", which imapserver has no writer
+// for. The session calls f only at the start of a command's handling,
+// before it writes any of the command's responses.
+func (s *Session) OnAlert(f func(text string)) { s.alert = f }
+
+// alertOnce sends text as an alert, once per session for account.
+func (s *Session) alertOnce(account, text string) {
+	if s.alert == nil || s.alerted[account] {
+		return
+	}
+	if s.alerted == nil {
+		s.alerted = make(map[string]bool)
+	}
+	s.alerted[account] = true
+	s.alert(text)
+}
 
 // selection is the session's selected virtual mailbox.
 type selection struct {
@@ -165,6 +187,9 @@ func (s *Session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		if firstUnseen == 0 && !hasFlag(vm.Flags, imap.FlagSeen) {
 			firstUnseen = uint32(i + 1)
 		}
+	}
+	for _, a := range view.Missing {
+		s.alertOnce(a, "The server of account "+a+" cannot be reached now; "+name+" shows the other accounts' messages until it is back")
 	}
 	sel.snap = SharedSnapshot(view.Messages)
 	if err := sel.loadKept(s.ctx, s); err != nil {

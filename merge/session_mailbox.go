@@ -34,9 +34,12 @@ func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if options == nil {
 		options = &imap.ListOptions{}
 	}
-	folders, err := s.hub.List(s.ctx)
+	folders, down, err := s.hub.List(s.ctx)
 	if err != nil {
 		return s.clientErr("list", "", err)
+	}
+	for _, a := range down {
+		s.alertOnce(a, "The server of account "+a+" cannot be reached now; its folders cannot be opened until it is back")
 	}
 	subscribed := options.SelectSubscribed || options.ReturnSubscribed
 	for i, f := range folders {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -109,6 +110,20 @@ func (c *handedConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// alert writes an untagged "OK [ALERT] text" for the client. Call it
+// only from a session method before it writes anything of its response
+// (imapserver has then written the whole previous response and flushed
+// it), never from IDLE: the line must not land inside another response.
+func (c *handedConn) alert(text string) {
+	text = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, text)
+	c.Write([]byte("* OK [ALERT] " + text + "\r\n"))
 }
 
 // flushLater is the timer's flush.

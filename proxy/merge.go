@@ -95,6 +95,11 @@ func newMergedSession(c *imapserver.Conn, info any) (imapserver.Session, error) 
 		// end the connection rather than leave the client waiting.
 		b.OnBroken(func() { c.NetConn().Close() })
 	}
+	if a, ok := h.sess.(interface{ OnAlert(func(string)) }); ok {
+		if hc, ok := c.NetConn().(*handedConn); ok {
+			a.OnAlert(hc.alert)
+		}
+	}
 	return h.sess, nil
 }
 
@@ -126,6 +131,13 @@ type mergedSessionAPI interface {
 func (g *idleGuard) OnBroken(f func()) {
 	if b, ok := g.mergedSessionAPI.(interface{ OnBroken(func()) }); ok {
 		b.OnBroken(f)
+	}
+}
+
+// OnAlert passes the connection's alert writer on to the merged session.
+func (g *idleGuard) OnAlert(f func(string)) {
+	if a, ok := g.mergedSessionAPI.(interface{ OnAlert(func(string)) }); ok {
+		a.OnAlert(f)
 	}
 }
 

@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+)
+
+// stoppableMem is an imapmemserver upstream that can be taken down and
+// brought back at the same address with the same mail.
+type stoppableMem struct {
+	t    *testing.T
+	mem  *imapmemserver.Server
+	addr string
+	srv  *imapserver.Server
+	done chan struct{}
+}
+
+func startStoppableMem(t *testing.T) (*stoppableMem, *imapmemserver.User) {
+	t.Helper()
+	m := &stoppableMem{t: t, mem: imapmemserver.New()}
+	alice := imapmemserver.NewUser("alice", "alicepw")
+	alice.Create("INBOX", nil)
+	m.mem.AddUser(alice)
+	m.start("127.0.0.1:0")
+	t.Cleanup(m.stop)
+	return m, alice
+}
+
+func (m *stoppableMem) start(addr string) {
+	m.t.Helper()
+	var ln net.Listener
+	var err error
+	for try := 0; try < 50; try++ { // the old socket may linger briefly
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.addr = ln.Addr().String()
+	m.srv = imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return m.mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+	})
+	m.done = make(chan struct{})
+	srv, done := m.srv, m.done
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+}
+
+// stop closes the listener and every connection.
+func (m *stoppableMem) stop() {
+	if m.srv == nil {
+		return
+	}
+	m.srv.Close()
+	<-m.done
+	m.srv = nil
+}
+
+var uidRe = regexp.MustCompile(`UID (\d+)`)
+
+// TestMergeDegradedAccount: while one account's server is down, its
+// folders stay listed, selecting one answers NO [UNAVAILABLE], the
+// unified INBOX shows the other account's messages, and the client is
+// told once with an untagged OK [ALERT]; when the server is back, the
+// next SELECT shows its messages again with the UIDs they had.
+func TestMergeDegradedAccount(t *testing.T) {
+	one, alice1 := startStoppableMem(t)
+	two, alice2 := startStoppableMem(t)
+	alice1.Append("INBOX", literal("Subject: one-a\r\n\r\nhello\r\n"), &imap.AppendOptions{})
+	alice2.Create("Projects", nil)
+	for _, s := range []string{"two-a", "two-b"} {
+		alice2.Append("INBOX", literal("Subject: "+s+"\r\n\r\nhello\r\n"), &imap.AppendOptions{})
+	}
+	p := startMergeProxy(t, mergeConfig(t, one.addr, two.addr))
+	c := dialText(t, p.addr, false)
+	mergeLogin(t, c, "alice", "alicepw")
+
+	uids := func(tag string) []string {
+		t.Helper()
+		c.send(tag + " UID FETCH 1:* (FLAGS)\r\n")
+		lines := c.until(tag + " ")
+		if !strings.HasPrefix(lines[len(lines)-1], tag+" OK") {
+			t.Fatalf("UID FETCH: %q", lines)
+		}
+		var out []string
+		for _, l := range lines {
+			if m := uidRe.FindStringSubmatch(l); m != nil {
+				out = append(out, m[1])
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	c.send("b LIST \"\" \"*\"\r\n")
+	c.until("b OK")
+	c.send("c SELECT INBOX\r\n")
+	if sel := strings.Join(c.until("c "), "\n"); !strings.Contains(sel, "* 3 EXISTS") {
+		t.Fatalf("SELECT INBOX:\n%s", sel)
+	}
+	all := uids("d")
+	c.send("e UNSELECT\r\n")
+	c.until("e OK")
+
+	two.stop()
+	c.send("f LIST \"\" \"*\"\r\n")
+	list := strings.Join(c.until("f "), "\n")
+	if !strings.Contains(list, "Two/Projects") || !strings.Contains(list, "f OK") {
+		t.Fatalf("LIST with account two down:\n%s", list)
+	}
+	if n := strings.Count(list, "* OK [ALERT]"); n != 1 || !strings.Contains(list, "second") {
+		t.Errorf("LIST with account two down: %d alerts:\n%s", n, list)
+	}
+	c.send("g SELECT Two/Projects\r\n")
+	if l := c.until("g "); !strings.HasPrefix(l[len(l)-1], "g NO [UNAVAILABLE]") {
+		t.Fatalf("SELECT of a folder of the down account: %q", l)
+	}
+	c.send("h SELECT INBOX\r\n")
+	sel := strings.Join(c.until("h "), "\n")
+	if !strings.Contains(sel, "* 1 EXISTS") || !strings.Contains(sel, "h OK") {
+		t.Fatalf("SELECT INBOX with account two down:\n%s", sel)
+	}
+	if strings.Contains(sel, "[ALERT]") {
+		t.Errorf("a second alert for the same account:\n%s", sel)
+	}
+	part := uids("i")
+	if len(part) != 1 || !slices.Contains(all, part[0]) {
+		t.Errorf("UIDs with account two down: %v, before %v", part, all)
+	}
+
+	two.start(two.addr)
+	deadline := time.Now().Add(60 * time.Second)
+	for n := 0; ; n++ {
+		c.send("j SELECT INBOX\r\n")
+		sel := strings.Join(c.until("j "), "\n")
+		if strings.Contains(sel, "* 3 EXISTS") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("account two never came back:\n%s", sel)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if got := uids("k"); !slices.Equal(got, all) {
+		t.Errorf("UIDs after account two came back: %v, before %v", got, all)
+	}
+	c.send("l LOGOUT\r\n")
+	c.until("l OK")
+}
