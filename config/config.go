@@ -176,6 +176,23 @@ type User struct {
 	// folders when no rule picks another; required with UnifiedInbox or
 	// UnifiedSpecialUse.
 	DefaultAccount string `toml:"default_account"`
+	// AppendRules choose the account that receives a message appended to
+	// a unified folder ([[user.append_rule]]): the first rule that matches
+	// the message's From and To wins, else DefaultAccount.
+	AppendRules []AppendRule `toml:"append_rule"`
+}
+
+// AppendRule places messages appended to a merge user's unified folders
+// (unified INBOX, unified special-use folders) by their addresses. A rule
+// matches when each of its non-empty lists matches: From when one of the
+// message's From addresses is in From, To when one of its To addresses is
+// in To. An entry is an address ("carol@example.com") or a domain
+// ("@example.com"), compared without case; Validate lowers them.
+type AppendRule struct {
+	From []string `toml:"from"`
+	To   []string `toml:"to"`
+	// Account is the name of the user's account the message goes to.
+	Account string `toml:"account"`
 }
 
 // Account is one upstream account of a merge-mode user.

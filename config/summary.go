@@ -17,7 +17,7 @@ func (c *Config) Upstream(name string) (*Upstream, bool) {
 
 // Summary describes the configuration in a few lines for
 // "imapproxy check-config": listeners, upstreams, users (with the account
-// count of each merge-mode user), route rules and the admin address. It
+// count and append rules of each merge-mode user), route rules and the admin address. It
 // never includes a password hash or a secret reference.
 func (c *Config) Summary() string {
 	var b strings.Builder
@@ -46,7 +46,11 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "\nusers: %d\n", len(c.Users))
 	for _, u := range c.Users {
 		if u.Mode == ModeMerge {
-			fmt.Fprintf(&b, "  %s merge: %d %s\n", u.Name, len(u.Accounts), plural(len(u.Accounts), "account", "accounts"))
+			fmt.Fprintf(&b, "  %s merge: %d %s", u.Name, len(u.Accounts), plural(len(u.Accounts), "account", "accounts"))
+			if n := len(u.AppendRules); n > 0 {
+				fmt.Fprintf(&b, ", %d append %s (default %s)", n, plural(n, "rule", "rules"), u.DefaultAccount)
+			}
+			b.WriteByte('\n')
 		}
 	}
 	fmt.Fprintf(&b, "route rules: %d\n", len(c.Routes))

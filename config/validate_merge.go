@@ -67,6 +67,9 @@ func (v *validator) notMerge(u *User, at keyPath) {
 	if u.DefaultAccount != "" {
 		v.addf(at.with("default_account"), msg)
 	}
+	if len(u.AppendRules) > 0 {
+		v.addf(at.with("append_rule"), msg)
+	}
 }
 
 // mergeUser checks a merge-mode user and its [[user.account]] entries, and
@@ -117,6 +120,7 @@ func (v *validator) mergeUser(u *User, at keyPath, proxyChecks bool) {
 		v.addf(at.with("default_account"), "required with unified_inbox or unified_special_use: "+
 			"the account that receives messages appended to a unified folder")
 	}
+	v.appendRules(u, at, names)
 }
 
 // account checks user u's account j.
