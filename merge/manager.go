@@ -50,6 +50,10 @@ type UserSpec struct {
 	// DefaultAccount receives APPENDs to unified folders that no rule
 	// places (used by the session; kept here so that it has it).
 	DefaultAccount string
+	// AppendRules choose, by the message's From and To, the account that
+	// receives a message appended to a unified folder; the first match
+	// wins, else DefaultAccount (see append_rule.go).
+	AppendRules []AppendRule
 }
 
 // ManagerOptions configure a Manager. Zero values mean defaults.

@@ -110,8 +110,9 @@ func hasMailboxAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
 // Status syncs the sources of a virtual mailbox (without selecting it
 // for the session) and reports its counts. SIZE (STATUS=SIZE) is the sum
 // of the messages' RFC822.SIZE, one UID FETCH 1:* (RFC822.SIZE) per
-// source; DELETED counts the \Deleted messages. HIGHESTMODSEQ is not
-// offered.
+// source; DELETED counts the \Deleted messages; APPENDLIMIT is the
+// smallest of the sources' upstreams' (NIL when none has one).
+// HIGHESTMODSEQ is not offered.
 func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
 	tree, accounts, err := s.hub.tree(s.ctx)
 	if err != nil {
@@ -127,6 +128,7 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	}
 	var messages, unseen, deleted uint32
 	var size int64
+	var appendLimit *uint32
 	synced := 0
 	var lastErr error
 	cs := s.conns()
@@ -134,6 +136,9 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	for _, src := range t.Sources {
 		c, _, err := cs.get(src.Account, src.Mailbox, true)
 		if err == nil {
+			if options.AppendLimit {
+				appendLimit = statusAppendLimit(appendLimit, c.Caps())
+			}
 			var res SyncResult
 			res, err = SyncSource(s.ctx, s.hub.st, vm, src.Account, c, src.Mailbox)
 			if err == nil {
@@ -190,6 +195,7 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	if options.Size {
 		data.Size = &size
 	}
+	data.AppendLimit = appendLimit
 	return data, nil
 }
 
@@ -349,10 +355,12 @@ func (s *Session) subscribe(name string, on bool) error {
 }
 
 // Append appends a message to an account's folder, or for a unified
-// folder to the default account's folder of it, streaming r upstream.
-// The APPENDUID is in virtual UIDs when the upstream gave one.
+// folder to the folder of the account the append rules choose by the
+// message's header (else the default account's), streaming r upstream.
+// A message over the target upstream's APPENDLIMIT is NO [TOOBIG]. The
+// APPENDUID is in virtual UIDs when the upstream gave one.
 func (s *Session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
-	t, err := s.writeTarget(name)
+	t, body, err := s.appendTarget(name, r)
 	if err != nil {
 		return nil, s.clientErr("append", name, err)
 	}
@@ -365,10 +373,19 @@ func (s *Session) Append(name string, r imap.LiteralReader, options *imap.Append
 			}
 		}
 	}
+	pool := s.hub.pools[t.src.Account]
+	c, err := pool.Get(s.ctx)
+	if err != nil {
+		return nil, s.clientErr("append", name, err)
+	}
+	defer pool.Put(c)
+	if err := checkAppendSize(c.Caps(), r.Size()); err != nil {
+		return nil, err
+	}
 	var data *imap.AppendData
-	err = s.onAccount(t.src.Account, func(ic *imapclient.Client) error {
+	err = c.Do(s.ctx, func(ic *imapclient.Client) error {
 		cmd := ic.Append(t.src.Mailbox, r.Size(), &opts)
-		if _, err := io.Copy(cmd, r); err != nil {
+		if _, err := io.Copy(cmd, body); err != nil {
 			cmd.Close()
 			return err
 		}
@@ -382,6 +399,7 @@ func (s *Session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, s.clientErr("append", name, err)
 	}
+	s.log.Debug("append", "mailbox", t.storeName, "account", t.src.Account)
 	if data == nil || data.UID == 0 || data.UIDValidity == 0 {
 		return nil, nil
 	}

@@ -32,7 +32,9 @@ import (
 // SEARCHRES, LIST-EXTENDED, LIST-STATUS, STATUS=SIZE; imapserver lists
 // these for IMAP4rev1 clients too), UIDPLUS's COPYUID/APPENDUID and UID
 // EXPUNGE, \HasChildren/\HasNoChildren on every LIST line (CHILDREN),
-// and LITERAL+, which imapserver handles itself.
+// and LITERAL+, which imapserver handles itself. APPENDLIMIT is not
+// here: it depends on the user's upstreams, and a session whose
+// upstreams advertise one is served as an appendLimitGuard.
 var mergeCaps = imap.CapSet{
 	imap.CapIMAP4rev1:    {},
 	imap.CapIMAP4rev2:    {},
@@ -117,6 +119,27 @@ func (h *mergeHandover) bye(s *Server, text string) {
 		s.wg.Go(func() { c.Bye(text) })
 	}
 }
+
+// appendLimitLearner is a merged session that finds its upstreams'
+// smallest APPENDLIMIT (merge.Session.LearnAppendLimit).
+type appendLimitLearner interface {
+	LearnAppendLimit(ctx context.Context) (uint32, bool)
+}
+
+// appendLimitGuard is an idleGuard for a session whose upstreams
+// advertise an APPENDLIMIT: imapserver then advertises the smallest as
+// "APPENDLIMIT=n" and refuses larger APPENDs with NO [TOOBIG] before
+// reading them. Sessions whose upstreams advertise none go without it
+// (and get imapserver's own limit, unadvertised).
+type appendLimitGuard struct {
+	*idleGuard
+	limit uint32
+}
+
+// AppendLimit implements imapserver.SessionAppendLimit.
+func (g *appendLimitGuard) AppendLimit() uint32 { return g.limit }
+
+var _ imapserver.SessionAppendLimit = (*appendLimitGuard)(nil)
 
 // mergedSessionAPI is what a merged session implements: mergeCaps
 // advertises NAMESPACE and MOVE, and imapserver refuses a session without
@@ -206,6 +229,9 @@ func (ss *session) startMerge(ctx context.Context, tag string, cr auth.Credentia
 		UnifiedSpecialUse: plan.Merge.UnifiedSpecialUse,
 		DefaultAccount:    plan.Merge.DefaultAccount,
 	}
+	for _, r := range plan.Merge.AppendRules {
+		spec.AppendRules = append(spec.AppendRules, merge.AppendRule{From: r.From, To: r.To, Account: r.Account})
+	}
 	for _, a := range plan.Merge.Accounts {
 		o, ok := srv.upstreamOpts[a.Upstream]
 		if !ok {
@@ -243,7 +269,12 @@ func (ss *session) startMerge(ctx context.Context, tag string, cr auth.Credentia
 		ss.log.Error("merged session lacks NAMESPACE or MOVE", "user", id.User)
 		return false, &loginFailure{code: "UNAVAILABLE", text: "This account's mode is not available", reason: "merge session"}
 	}
-	sess := &idleGuard{mergedSessionAPI: api}
+	var sess imapserver.Session = &idleGuard{mergedSessionAPI: api}
+	if l, ok := made.(appendLimitLearner); ok {
+		if limit, ok := l.LearnAppendLimit(ctx); ok {
+			sess = &appendLimitGuard{idleGuard: sess.(*idleGuard), limit: limit}
+		}
+	}
 	srv.metrics.Logins.WithLabelValues("ok").Inc()
 	ss.log = ss.log.With("user", id.User, "mode", "merge")
 	attrs := []any{"method", id.Method, "mechanism", cr.Mechanism, "accounts", len(spec.Accounts)}

@@ -8,6 +8,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"imapproxy/config"
@@ -66,6 +67,10 @@ type MergePlan struct {
 	// DefaultAccount is the account that receives messages appended to a
 	// unified folder ("" when nothing is unified).
 	DefaultAccount string
+	// AppendRules choose another account for such messages by their
+	// From and To addresses (validated: addresses lowered, accounts
+	// known).
+	AppendRules []config.AppendRule
 }
 
 // MergeAccount is one account of a merged user.
@@ -272,6 +277,7 @@ func (r *Router) planMerge(u *config.User, verify config.Verify) (Plan, error) {
 		UnifiedInbox:      u.UnifiedInbox,
 		UnifiedSpecialUse: append([]string(nil), u.UnifiedSpecialUse...),
 		DefaultAccount:    u.DefaultAccount,
+		AppendRules:       slices.Clone(u.AppendRules),
 	}
 	for _, a := range u.Accounts {
 		if !r.upstreams[a.Upstream] {
