@@ -162,6 +162,34 @@ func (c *Client) FetchRaw(ctx context.Context, uid imap.UID, w io.Writer) (int64
 	return n, err
 }
 
+// fetchWhole looks up the sequence number of uid (SEARCH UID) and starts
+// a FETCH of its UID and BODY.PEEK[] by that number, so that imapclient
+// cannot misroute a reply whose body comes before its UID. The caller
+// checks the UID in the reply.
+func fetchWhole(ic *imapclient.Client, uid imap.UID) (uint32, *imapclient.FetchCommand, error) {
+	crit := &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(uid)}}
+	sd, err := ic.Search(crit, nil).Wait()
+	if err != nil {
+		return 0, nil, err
+	}
+	seqs := sd.AllSeqNums()
+	if len(seqs) != 1 {
+		return 0, nil, fmt.Errorf("UID %d: %w", uid, ErrNoMessage)
+	}
+	cmd := ic.Fetch(imap.SeqSetNum(seqs[0]), &imap.FetchOptions{
+		UID:         true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	})
+	return seqs[0], cmd, nil
+}
+
+// wholeBody reports whether item is the whole message (BODY[]) with a
+// literal.
+func wholeBody(item imapclient.FetchItemDataBodySection) bool {
+	return item.Literal != nil && len(item.Section.Part) == 0 &&
+		item.Section.Specifier == imap.PartSpecifierNone && item.Section.Partial == nil
+}
+
 // fetchRawOnce is one attempt of FetchRaw. retry says that nothing was
 // written and another attempt may succeed.
 //
@@ -169,20 +197,10 @@ func (c *Client) FetchRaw(ctx context.Context, uid imap.UID, w io.Writer) (int64
 // command abandoned: draining it would read the literal again while
 // imapclient's reader goroutine, released by the failure, reads too.
 func fetchRawOnce(ic *imapclient.Client, uid imap.UID, w io.Writer, n *int64, kill func() error) (retry bool, err error) {
-	crit := &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(uid)}}
-	sd, err := ic.Search(crit, nil).Wait()
+	seq, cmd, err := fetchWhole(ic, uid)
 	if err != nil {
 		return false, err
 	}
-	seqs := sd.AllSeqNums()
-	if len(seqs) != 1 {
-		return false, fmt.Errorf("UID %d: %w", uid, ErrNoMessage)
-	}
-	seq := seqs[0]
-	cmd := ic.Fetch(imap.SeqSetNum(seq), &imap.FetchOptions{
-		UID:         true,
-		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-	})
 	var (
 		gotUID   imap.UID
 		streamed bool
@@ -197,8 +215,7 @@ func fetchRawOnce(ic *imapclient.Client, uid imap.UID, w io.Writer, n *int64, ki
 			case imapclient.FetchItemDataUID:
 				gotUID = item.UID
 			case imapclient.FetchItemDataBodySection:
-				if streamed || item.Literal == nil || len(item.Section.Part) > 0 ||
-					item.Section.Specifier != imap.PartSpecifierNone || item.Section.Partial != nil {
+				if streamed || !wholeBody(item) {
 					continue
 				}
 				if gotUID != 0 && gotUID != uid {

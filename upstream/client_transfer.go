@@ -184,20 +184,10 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 // another attempt may succeed. A failure inside sink, of the literal's
 // read or of the target, kills the source connection (see fetchRawOnce).
 func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink func(imap.LiteralReader) error) (retry bool, err error) {
-	crit := &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(uid)}}
-	sd, err := ic.Search(crit, nil).Wait()
+	seq, cmd, err := fetchWhole(ic, uid)
 	if err != nil {
 		return false, err
 	}
-	seqs := sd.AllSeqNums()
-	if len(seqs) != 1 {
-		return false, fmt.Errorf("UID %d: %w", uid, ErrNoMessage)
-	}
-	seq := seqs[0]
-	cmd := ic.Fetch(imap.SeqSetNum(seq), &imap.FetchOptions{
-		UID:         true,
-		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-	})
 	var (
 		gotUID  imap.UID
 		sent    bool
@@ -213,8 +203,7 @@ func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink f
 			case imapclient.FetchItemDataUID:
 				gotUID = item.UID
 			case imapclient.FetchItemDataBodySection:
-				if sent || item.Literal == nil || len(item.Section.Part) > 0 ||
-					item.Section.Specifier != imap.PartSpecifierNone || item.Section.Partial != nil {
+				if sent || !wholeBody(item) {
 					continue
 				}
 				if gotUID == 0 {
