@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,23 +58,7 @@ func maildirFiles(t *testing.T, root string) []string {
 func TestMergeClientMbsync(t *testing.T) {
 	mbsync := requireClient(t, "mbsync")
 	p, inboxes := mergedProxy(t)
-	proxyCA, _, err := testPair.WriteFiles(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	dir := t.TempDir()
-	maildir := filepath.Join(dir, "mail")
-	if err := os.Mkdir(maildir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	_, port := hostPort(t, p.addr)
-	rc := filepath.Join(dir, "mbsyncrc")
-	// isync 1.4 matches only DNS names: the proxy's certificate is valid
-	// for localhost.
-	if err := os.WriteFile(rc, []byte(fmt.Sprintf(mbsyncrc, "localhost", port, proxyCA, maildir, maildir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, maildir, rc := mbsyncSetup(t, p, mbsyncrc)
 	sync := func() string {
 		out := runClient(t, 2*time.Minute, []string{"HOME=" + dir}, mbsync, "-V", "-c", rc, "-a")
 		return string(out)

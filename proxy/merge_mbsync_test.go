@@ -20,33 +20,35 @@ import (
 	"imapproxy/internal/dovecot"
 )
 
-// mbsyncTwoWayRC synchronizes every folder both ways: new messages,
-// flags and deletions, expunging on both sides.
-const mbsyncTwoWayRC = `IMAPAccount acct
-Host %s
-Port %s
-User alice
-Pass alicepw
-SSLType IMAPS
-CertificateFile %s
+// mbsyncTwoWayRC is mbsyncrc with a channel that synchronizes every
+// folder both ways: new messages, flags and deletions, expunging on both
+// sides.
+var mbsyncTwoWayRC = strings.Replace(mbsyncrc, "Channel pull\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\n",
+	"Channel both\nFar :far:\nNear :near:\nPatterns *\nCreate Both\nExpunge Both\nSync All\n", 1)
 
-IMAPStore far
-Account acct
-
-MaildirStore near
-Path %s/
-Inbox %s/INBOX
-SubFolders Verbatim
-
-Channel both
-Far :far:
-Near :near:
-Patterns *
-Create Both
-Expunge Both
-Sync All
-SyncState *
-`
+// mbsyncSetup writes an mbsync configuration from template (mbsyncrc's
+// placeholders) for the merged user alice through p, and returns the
+// home directory to run mbsync in, the maildir and the configuration.
+func mbsyncSetup(t *testing.T, p *mergeProxy, template string) (dir, maildir, rc string) {
+	t.Helper()
+	proxyCA, _, err := testPair.WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	maildir = filepath.Join(dir, "mail")
+	if err := os.Mkdir(maildir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, port := hostPort(t, p.addr)
+	rc = filepath.Join(dir, "mbsyncrc")
+	// isync 1.4 matches only DNS names: the proxy's certificate is valid
+	// for localhost.
+	if err := os.WriteFile(rc, []byte(fmt.Sprintf(template, "localhost", port, proxyCA, maildir, maildir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, maildir, rc
+}
 
 // maildirMessage finds the file of the message with Message-ID id in a
 // maildir folder (cur or new).
@@ -93,22 +95,10 @@ func TestMergeMbsyncTwoWay(t *testing.T) {
 	mbsync := requireClient(t, "mbsync")
 	work, home, inboxes := mergeDovecots(t)
 	p := startMergeProxyAt(t, mergeDovecotConfig(t, work, home), filepath.Join(t.TempDir(), "state.db"))
-	proxyCA, _, err := testPair.WriteFiles(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	if !strings.Contains(mbsyncTwoWayRC, "Sync All") {
+		t.Fatalf("mbsyncrc changed; mbsyncTwoWayRC no longer makes a two-way channel from it")
 	}
-	dir := t.TempDir()
-	maildir := filepath.Join(dir, "mail")
-	if err := os.Mkdir(maildir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	_, port := hostPort(t, p.addr)
-	rc := filepath.Join(dir, "mbsyncrc")
-	// isync 1.4 matches only DNS names: the proxy's certificate is valid
-	// for localhost.
-	if err := os.WriteFile(rc, []byte(fmt.Sprintf(mbsyncTwoWayRC, "localhost", port, proxyCA, maildir, maildir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, maildir, rc := mbsyncSetup(t, p, mbsyncTwoWayRC)
 	sync := func(what string) string {
 		t.Logf("mbsync, %s", what)
 		return string(runClient(t, 2*time.Minute, []string{"HOME=" + dir}, mbsync, "-V", "-c", rc, "-a"))
