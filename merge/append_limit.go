@@ -9,9 +9,14 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
+
+// appendLimitWait bounds how long LearnAppendLimit waits for an account's
+// connection.
+const appendLimitWait = 2 * time.Second
 
 // upstreamAppendLimit returns the limit an upstream's capabilities
 // advertise ("APPENDLIMIT=n"); a bare APPENDLIMIT (limits per mailbox)
@@ -26,10 +31,15 @@ func upstreamAppendLimit(caps imap.CapSet) (uint32, bool) {
 
 // LearnAppendLimit returns the smallest APPENDLIMIT the upstreams of the
 // user's accounts advertise, asking each account's pooled connection (in
-// parallel, dialling under ctx where the pool has none); ok is false when
-// none of the reachable ones advertises a limit. The front end advertises
+// parallel, dialling under ctx where the pool has none, at most
+// appendLimitWait); ok is false when none of the reachable ones
+// advertises a limit. The front end advertises
 // it as the session's APPENDLIMIT (imapserver.SessionAppendLimit).
 func (s *Session) LearnAppendLimit(ctx context.Context) (limit uint32, ok bool) {
+	// A login must not wait long for an account that is slow to answer:
+	// it is left out (and is still checked per APPEND).
+	ctx, cancel := context.WithTimeout(ctx, appendLimitWait)
+	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, a := range s.spec.Accounts {
