@@ -172,6 +172,19 @@ func (s *Session) resync(sources []srcKey) {
 type target struct {
 	storeName string // the virtual mailbox's name in the store
 	src       router.Source
+	// sources are all of the folder's sources (a unified folder has one
+	// per account that has it).
+	sources []router.Source
+}
+
+// forAccount returns the target for messages of account: a unified
+// folder's source in that account where it has one (a message moved to
+// the unified Trash stays in its own account's Trash), else t.
+func (t target) forAccount(account string) target {
+	if i := slices.IndexFunc(t.sources, func(x router.Source) bool { return x.Account == account }); i >= 0 {
+		t.src = t.sources[i]
+	}
+	return t
 }
 
 // writeTarget resolves the mailbox an APPEND, COPY or MOVE writes into:
@@ -193,7 +206,7 @@ func (s *Session) writeTarget(name string) (target, error) {
 	if i := slices.IndexFunc(t.Sources, func(x router.Source) bool { return x.Account == s.spec.DefaultAccount }); i >= 0 {
 		src = t.Sources[i]
 	}
-	return target{storeName: storeName, src: src}, nil
+	return target{storeName: storeName, src: src, sources: t.Sources}, nil
 }
 
 // mapNew gives upstream UIDs of a write target (from APPENDUID or

@@ -5,6 +5,7 @@ package merge
 // EXAMINEd mailbox (COPY, which only reads it, excepted).
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -215,33 +216,53 @@ func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.Co
 	if err != nil {
 		return nil, nil, s.clientErr(op, dest, err)
 	}
-	var local, cross []*sourceGroup
+	// Each account's messages go to its own source of a unified folder
+	// where it has one, else to the target's (another account's: a
+	// transfer).
+	var parts []*copyPart
 	for _, g := range sel.groupBySource(vuids) {
-		if g.key.Account == t.src.Account {
-			local = append(local, g)
+		dt := t.forAccount(g.key.Account)
+		i := slices.IndexFunc(parts, func(p *copyPart) bool { return p.t.src == dt.src })
+		if i < 0 {
+			i = len(parts)
+			parts = append(parts, &copyPart{t: dt})
+		}
+		p := parts[i]
+		if g.key.Account == dt.src.Account {
+			p.local = append(p.local, g)
 		} else {
-			cross = append(cross, g)
+			p.cross = append(p.cross, g)
 		}
 	}
-	cu := &copyUIDs{}
 	var keys []srcKey
-	if len(local) > 0 {
-		var err error
-		keys, err = s.copyMoveLocal(local, t, move, cu)
-		if err != nil {
-			return nil, keys, s.clientErr(op, dest, err)
+	for _, p := range parts {
+		if len(p.local) > 0 {
+			moved, err := s.copyMoveLocal(p.local, p.t, move, &p.cu)
+			keys = append(keys, moved...)
+			if err != nil {
+				return nil, keys, s.clientErr(op, dest, err)
+			}
+		}
+		for _, g := range p.cross {
+			moved, err := s.transferGroup(sel, g, p.t, move, &p.cu)
+			if moved {
+				keys = append(keys, g.key)
+			}
+			if err != nil {
+				return nil, keys, s.clientErr(op, dest, err)
+			}
 		}
 	}
-	for _, g := range cross {
-		moved, err := s.transferGroup(sel, g, t, move, cu)
-		if moved {
-			keys = append(keys, g.key)
-		}
-		if err != nil {
-			return nil, keys, s.clientErr(op, dest, err)
-		}
-	}
-	return s.copyData(sel, op, t, cu), keys, nil
+	return s.copyData(sel, op, parts), keys, nil
+}
+
+// copyPart is the part of a COPY or MOVE that goes to one target source:
+// the groups in its account (the upstream's own COPY or MOVE) and in
+// others (transfers), and the UIDs they got.
+type copyPart struct {
+	t            target
+	local, cross []*sourceGroup
+	cu           copyUIDs
 }
 
 // copyUIDs gathers a COPY's or MOVE's pairs of source vuid and target
@@ -324,25 +345,45 @@ func (s *Session) copyMoveLocal(groups []*sourceGroup, t target, move bool, cu *
 	return keys, nil
 }
 
-// copyData maps the gathered target UIDs to vuids of the target's virtual
-// mailbox, takes the kept keywords along, and returns the COPYUID data
-// (nil when incomplete).
-func (s *Session) copyData(sel *selection, op string, t target, cu *copyUIDs) *imap.CopyData {
-	if cu.incomplete || len(cu.dstU) == 0 {
-		return nil
+// copyData maps each part's target UIDs to vuids of the target's virtual
+// mailbox (one for all parts), takes the kept keywords along, and returns
+// the COPYUID data: nil when a part is incomplete, or when the copies'
+// vuids do not ascend with the originals' (messages of several sources
+// copied by several commands), since COPYUID pairs the two sets in
+// ascending order.
+func (s *Session) copyData(sel *selection, op string, parts []*copyPart) *imap.CopyData {
+	type pair struct{ src, dst uint32 }
+	var pairs []pair
+	var uidValidity uint32
+	for _, p := range parts {
+		cu := &p.cu
+		if cu.incomplete || len(cu.dstU) == 0 {
+			return nil
+		}
+		vm, dstV, err := s.mapNew(p.t, cu.uidValidity, cu.dstU)
+		if err != nil || len(dstV) != len(cu.srcV) {
+			s.log.Warn(op+": no virtual UIDs for COPYUID", "mailbox", p.t.storeName, "err", err)
+			return nil
+		}
+		s.copyKept(sel, vm.ID, cu.srcV, dstV)
+		s.keepTransferred(sel, vm.ID, cu, dstV)
+		uidValidity = vm.UIDValidity
+		for i := range cu.srcV {
+			pairs = append(pairs, pair{cu.srcV[i], dstV[i]})
+		}
 	}
-	vm, dstV, err := s.mapNew(t, cu.uidValidity, cu.dstU)
-	if err != nil || len(dstV) != len(cu.srcV) {
-		s.log.Warn(op+": no virtual UIDs for COPYUID", "mailbox", t.storeName, "err", err)
-		return nil
+	slices.SortFunc(pairs, func(a, b pair) int { return cmpVUID(a.src, b.src) })
+	data := imap.CopyData{UIDValidity: uidValidity}
+	for i, p := range pairs {
+		if i > 0 && p.dst <= pairs[i-1].dst {
+			s.log.Debug(op+": copies out of order, no COPYUID", "mailbox", parts[0].t.storeName)
+			return nil
+		}
+		data.SourceUIDs.AddNum(imap.UID(p.src))
+		data.DestUIDs.AddNum(imap.UID(p.dst))
 	}
-	s.copyKept(sel, vm.ID, cu.srcV, dstV)
-	s.keepTransferred(sel, vm.ID, cu, dstV)
-	var data imap.CopyData
-	data.UIDValidity = vm.UIDValidity
-	for i := range cu.srcV {
-		data.SourceUIDs.AddNum(imap.UID(cu.srcV[i]))
-		data.DestUIDs.AddNum(imap.UID(dstV[i]))
+	if uidValidity == 0 {
+		return nil
 	}
 	return &data
 }
