@@ -163,7 +163,7 @@ func (c *Client) setup(ctx context.Context) error {
 	ct := c.opts.CommandTimeout
 	var pre imap.CapSet
 	err := c.step(ctx, "greeting", ct, func() error {
-		if err := c.ic.WaitGreeting(); err != nil {
+		if err := waitGreeting(c.ic); err != nil {
 			return err
 		}
 		if c.ic.State() != imap.ConnStateNotAuthenticated {
@@ -197,6 +197,27 @@ func (c *Client) setup(ctx context.Context) error {
 		return err
 	}
 	return c.step(ctx, "namespace", ct, c.learnNamespace)
+}
+
+// waitGreeting is imapclient's WaitGreeting, made to prefer the
+// greeting's own error. A server that greets with BYE and closes the
+// connection leaves imapclient both its greeting and its end ready, and
+// WaitGreeting picks one of them at random; once either is ready,
+// asking again costs nothing, so a few more tries find the BYE and its
+// text when it came.
+func waitGreeting(ic *imapclient.Client) error {
+	err := ic.WaitGreeting()
+	for try := 0; try < 32 && err != nil; try++ {
+		if _, ok := errors.AsType[*imap.Error](err); ok {
+			break
+		}
+		if again := ic.WaitGreeting(); again != nil {
+			if _, ok := errors.AsType[*imap.Error](again); ok {
+				err = again
+			}
+		}
+	}
+	return err
 }
 
 // login authenticates with the mechanism the capabilities call for.
