@@ -31,7 +31,7 @@ import (
 
 // benchNames are the benchmarks in the order they run.
 var benchNames = []string{"login", "login2fa", "select", "concurrent", "bulk", "rss", "burst", "loginrate",
-	"mergeselect", "mergebulk", "mergerss", "pluginlogin"}
+	"mergeselect", "mergebulk", "mergerss", "mergemove", "pluginlogin"}
 
 // options are the command-line settings.
 type options struct {
@@ -61,6 +61,9 @@ type options struct {
 	mergeRounds   int
 	mergeBulkMB   int
 	mergeSessions int
+
+	mergeMoveMB     int
+	mergeMoveRounds int
 
 	quick    bool
 	markdown bool
@@ -101,6 +104,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.mergeRounds, "merge-rounds", 20, "mergeselect: SELECT + UID FETCH (FLAGS) rounds per side")
 	fs.IntVar(&o.mergeBulkMB, "merge-bulk-mb", 50, "mergebulk: megabytes of mail in the merged account's Work/Bulk")
 	fs.IntVar(&o.mergeSessions, "merge-sessions", 200, "mergerss: idle merged sessions of the one user")
+	fs.IntVar(&o.mergeMoveMB, "merge-move-mb", 50, "mergemove: megabytes of 100 kB messages moved across accounts each round (1024: the 1 GB heap check)")
+	fs.IntVar(&o.mergeMoveRounds, "merge-move-rounds", 3, "mergemove: timed moves per side, interleaved")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes everywhere (explicit flags still win)")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.StringVar(&o.proxyBin, "proxy-bin", "", "use this imapproxy binary instead of building ./cmd/imapproxy")
@@ -133,6 +138,7 @@ func parseOptions(args []string) (*options, error) {
 			"merge-rounds":   func() { o.mergeRounds = 5 },
 			"merge-bulk-mb":  func() { o.mergeBulkMB = 10 },
 			"merge-sessions": func() { o.mergeSessions = 50 },
+			"merge-move-mb":  func() { o.mergeMoveMB = 10 },
 		}
 		for name, f := range quick {
 			if !set[name] {
@@ -163,7 +169,8 @@ func parseOptions(args []string) (*options, error) {
 	if o.loginN < 1 || o.selectN < 1 || o.bulkMB < 1 || o.bulkMsgKB < 1 || o.bulkRounds < 1 ||
 		o.concClients < 1 || o.concRounds < 1 || o.sessions < 1 || o.burst < 1 || o.burstRounds < 1 ||
 		o.login2faN < 1 || o.tfaUsers < 1 || o.rateClients < 1 || o.rateRounds < 1 ||
-		o.mergeMsgs < 1 || o.mergeRounds < 1 || o.mergeBulkMB < 1 || o.mergeSessions < 2 {
+		o.mergeMsgs < 1 || o.mergeRounds < 1 || o.mergeBulkMB < 1 || o.mergeSessions < 2 ||
+		o.mergeMoveMB < 1 || o.mergeMoveRounds < 1 {
 		return nil, fmt.Errorf("counts and sizes must be positive")
 	}
 	return o, nil
@@ -238,6 +245,7 @@ func run(o *options) int {
 		"mergeselect": benchMergeSelect,
 		"mergebulk":   benchMergeBulk,
 		"mergerss":    benchMergeRSS,
+		"mergemove":   benchMergeMove,
 
 		"pluginlogin": benchPluginLogin,
 	}

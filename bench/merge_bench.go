@@ -38,16 +38,11 @@ func selectFetch(c *client, want int) (sel, fetch time.Duration, err error) {
 // on each account directly. The first SELECT through the proxy, which
 // syncs every message, is reported apart.
 func benchMergeSelect(ctx context.Context, e *env, o *options, rep *report) error {
-	proxy, work, home := e.mergeSides()
-	var cs [3]*client
-	for i, s := range []side{proxy, work, home} {
-		c, err := login(ctx, s.addr, s.tls, s.user, s.pass, mergeSyncTimeout)
-		if err != nil {
-			return err
-		}
-		defer c.close()
-		cs[i] = c
+	cs, err := e.loginMergeSides(ctx)
+	if err != nil {
+		return err
 	}
+	defer closeAll(cs[:])
 	// The direct accounts first, so that Dovecot has built its indexes
 	// before the proxy's first sync reads them.
 	for _, c := range cs[1:] {

@@ -30,7 +30,7 @@ const (
 )
 
 // mergeNames are the merge-mode benchmarks.
-var mergeNames = []string{"mergeselect", "mergebulk", "mergerss"}
+var mergeNames = []string{"mergeselect", "mergebulk", "mergerss", "mergemove"}
 
 // mergeEnabled reports whether any merge-mode benchmark was selected.
 func (o *options) mergeEnabled() bool {
