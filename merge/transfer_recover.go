@@ -44,6 +44,12 @@ import (
 // record) before Recover prunes them.
 const transferKeep = 7 * 24 * time.Hour
 
+// appendGrace is how long settling waits after an APPEND failed with its
+// outcome unknown (upstream.ErrAppendUnknown: the connection broke after
+// the whole literal was sent), so that a target still storing the message
+// has it when the settling looks.
+const appendGrace = time.Second
+
 // settleTimeout bounds settling a failed transfer's row when the
 // command's own context has ended (the client went away).
 const settleTimeout = time.Minute
@@ -108,6 +114,17 @@ func (t *Transfers) settleLocked(ctx context.Context, cs *transferConns, row sto
 func (t *Transfers) settleAfterFailure(ctx context.Context, row store.Transfer, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
+	if errors.Is(cause, upstream.ErrAppendUnknown) {
+		// The target may have the whole literal and still be storing
+		// it: judged at once, the message would be missing there, the
+		// MOVE rolled back, and then the target would have a second copy.
+		timer := time.NewTimer(appendGrace)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		}
+	}
 	cs := t.conns()
 	defer cs.release()
 	settled, err := t.settle(ctx, cs, row)

@@ -150,10 +150,18 @@ func (c *Client) AppendFrom(ctx context.Context, mailbox string, opts *imap.Appe
 	return res, err
 }
 
+// ErrAppendUnknown marks an APPEND that failed after its whole literal was
+// written, without the target's answer (the connection broke or stalled):
+// the target may have stored the message, and may still be storing it.
+var ErrAppendUnknown = errors.New("APPEND sent whole, its outcome unknown")
+
 // appendLiteral runs APPEND of lit's bytes into mailbox. A failed read of
 // lit (the source) closes c's connection: the literal cannot be finished.
+// A failure after the whole literal was written, other than the target's
+// NO or BAD, wraps ErrAppendUnknown.
 func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.AppendOptions, lit imap.LiteralReader) (AppendResult, error) {
 	var res AppendResult
+	sent := false
 	err := c.do(ctx, "append", true, func(ic *imapclient.Client, _ *watchdog) error {
 		cmd := ic.Append(mailbox, lit.Size(), opts)
 		ew := &errWriter{w: cmd}
@@ -164,6 +172,7 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 			cmd.Close()
 			return err
 		}
+		sent = true
 		if err := cmd.Close(); err != nil {
 			return err
 		}
@@ -176,6 +185,9 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 		}
 		return nil
 	})
+	if _, answered := errors.AsType[*imap.Error](err); err != nil && sent && !answered {
+		err = fmt.Errorf("%w: %w", ErrAppendUnknown, err)
+	}
 	return res, err
 }
 

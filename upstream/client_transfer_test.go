@@ -1,0 +1,53 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// TestAppendFromOutcomeUnknown checks that AppendFrom says when an APPEND
+// failed after its whole literal was sent (the target may have stored
+// the message) and only then.
+func TestAppendFromOutcomeUnknown(t *testing.T) {
+	tests := []struct {
+		name    string
+		target  []step
+		unknown bool
+	}{
+		{"target hangs up after the literal", []step{
+			expect("$T APPEND INBOX {5}"), send("+ go"), expect("hello"), hangup(),
+		}, true},
+		{"target stalls after the literal", []step{
+			expect("$T APPEND INBOX {5}"), send("+ go"), expect("hello"), stall(),
+		}, true},
+		{"target answers NO", []step{
+			expect("$T APPEND INBOX {5}"), send("+ go"), expect("hello"), send("$T NO [OVERQUOTA] full"), stall(),
+		}, false},
+		{"target hangs up before the literal", []step{
+			expect("$T APPEND INBOX {5}"), hangup(),
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), fetchScript(), []step{
+				sendRaw("* 2 FETCH (UID 42 BODY[] {5}\r\nhello)\r\n$T OK done\r\n"), stall(),
+			})...), 5*time.Second))
+			dst := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), tt.target)...), time.Second))
+			ctx := context.Background()
+			if _, err := src.Select(ctx, "INBOX", false); err != nil {
+				t.Fatal(err)
+			}
+			_, err := dst.AppendFrom(ctx, "INBOX", &imap.AppendOptions{}, src, 42)
+			if err == nil {
+				t.Fatal("AppendFrom succeeded")
+			}
+			if errors.Is(err, ErrAppendUnknown) != tt.unknown {
+				t.Errorf("AppendFrom: %v; ErrAppendUnknown %v, want %v", err, errors.Is(err, ErrAppendUnknown), tt.unknown)
+			}
+		})
+	}
+}
