@@ -62,6 +62,7 @@ func benchMergeMove(ctx context.Context, e *env, o *options, rep *report) error 
 	where := 0 // the account holding the mail: 0 work, 1 home
 	var dTimes, pTimes []time.Duration
 	var peak float64
+	var pIO ioStats // the proxy's I/O during its moves
 	for r := 0; r < o.mergeMoveRounds && ctx.Err() == nil; r++ {
 		for k := range 2 {
 			useProxy := (r+k)%2 == 0
@@ -70,7 +71,9 @@ func benchMergeMove(ctx context.Context, e *env, o *options, rep *report) error 
 				src := prefixes[where] + "/" + mergeMoveBox
 				dst := prefixes[1-where] + "/" + mergeMoveBox
 				hs := sampleHeap(e.adminAddr, 50*time.Millisecond)
+				io0 := e.proxy.io()
 				took, err = proxyMove(pc, src, dst, n)
+				pIO = pIO.add(e.proxy.io().sub(io0))
 				p, herr := hs.finish()
 				if herr != nil {
 					return fmt.Errorf("proxy metrics: %w", herr)
@@ -114,6 +117,10 @@ func benchMergeMove(ctx context.Context, e *env, o *options, rep *report) error 
 		fmt.Sprintf("%.1f MiB", peakMiB), "-", "< 64 MiB", verdict(peakMiB < 64)})
 	rep.note("mergemove: rounds direct %v MB/s, proxy %v MB/s; heap in use %.1f MiB before the moves, at most %.1f MiB during them (sampled every 50 ms)",
 		roundAll(dAll), roundAll(pAll), base[heapMetric]/(1<<20), peakMiB)
+	if moved := float64(n * len(pTimes)); pIO.writeCalls > 0 {
+		rep.note("mergemove: per message moved the proxy made %.1f read and %.1f write system calls (the SELECT before each move included)",
+			float64(pIO.readCalls)/moved, float64(pIO.writeCalls)/moved)
+	}
 	if kib, err := procStatusKiB(e.proxy.pid, "VmHWM:"); err == nil {
 		rep.note("mergemove: the proxy's peak RSS (VmHWM, reset before the first round) was %.1f MiB", float64(kib)/1024)
 	}

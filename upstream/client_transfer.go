@@ -1,12 +1,14 @@
 package upstream
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -155,6 +157,10 @@ func (c *Client) AppendFrom(ctx context.Context, mailbox string, opts *imap.Appe
 // the target may have stored the message, and may still be storing it.
 var ErrAppendUnknown = errors.New("APPEND sent whole, its outcome unknown")
 
+// appendBufs are the buffers that gather a streamed literal into large
+// writes to the target.
+var appendBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
 // appendLiteral runs APPEND of lit's bytes into mailbox. A failed read of
 // lit (the source) closes c's connection: the literal cannot be finished.
 // A failure after the whole literal was written, other than the target's
@@ -165,7 +171,17 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 	err := c.do(ctx, "append", true, func(ic *imapclient.Client, _ *watchdog) error {
 		cmd := ic.Append(mailbox, lit.Size(), opts)
 		ew := &errWriter{w: cmd}
-		if _, err := io.Copy(ew, lit); err != nil {
+		// The source's literal comes in small reads; written as they
+		// come, each would be a TLS record and a system call of its own.
+		bw := appendBufs.Get().(*bufio.Writer)
+		bw.Reset(ew)
+		_, err := io.Copy(bw, lit)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		appendBufs.Put(bw)
+		if err != nil {
 			if ew.err == nil {
 				c.raw.Close() // the source failed: abandon the literal
 			}
