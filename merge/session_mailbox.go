@@ -400,6 +400,7 @@ func (s *Session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, s.clientErr("append", name, err)
 	}
 	s.log.Debug("append", "mailbox", t.storeName, "account", t.src.Account)
+	s.hub.noteChange(srcKey(t.src)) // as after a COPY (session_store.go)
 	if data == nil || data.UID == 0 || data.UIDValidity == 0 {
 		return nil, nil
 	}

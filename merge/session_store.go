@@ -238,6 +238,10 @@ func (s *Session) copyMove(numSet imap.NumSet, dest string, move bool) (*imap.Co
 	for _, p := range parts {
 		if len(p.local) > 0 {
 			moved, err := s.copyMoveLocal(p.local, p.t, move, &p.cu)
+			// The target's watcher may report the copies only later (and
+			// the hub would take the source as current meanwhile): a
+			// SELECT right after must see what COPYUID named.
+			s.hub.noteChange(srcKey(p.t.src))
 			keys = append(keys, moved...)
 			if err != nil {
 				return nil, keys, s.clientErr(op, dest, err)
