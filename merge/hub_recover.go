@@ -2,15 +2,15 @@ package merge
 
 import "time"
 
-// recoverRetry is how long the hub waits before it tries again to settle
-// transfers it could not (an upstream down).
+// recoverRetry is how often the hub settles transfers left unfinished
+// (an upstream down, an APPEND whose outcome was unknown).
 const recoverRetry = time.Minute
 
 // recoverTransfers settles the user's unfinished cross-account transfers
-// (a crash or restart in the middle of a COPY or MOVE; see
-// transfer_recover.go) when the hub starts, and again every recoverRetry
-// while some cannot be settled yet. It runs under h.wg and ends with the
-// hub.
+// (a crash or restart in the middle of a COPY or MOVE, an upstream that
+// failed during one; see transfer_recover.go) when the hub starts and
+// then every recoverRetry: one store query when there are none. It runs
+// under h.wg and ends with the hub.
 func (h *Hub) recoverTransfers() {
 	defer h.recoverLog("transfer recovery")
 	for {
@@ -18,10 +18,12 @@ func (h *Hub) recoverTransfers() {
 		if n > 0 {
 			h.log.Info("merge: unfinished transfers settled", "count", n)
 		}
-		if err == nil || h.ctx.Err() != nil {
+		if h.ctx.Err() != nil {
 			return
 		}
-		h.log.Warn("merge: some transfers cannot be settled yet", "err", err, "retry", recoverRetry)
+		if err != nil {
+			h.log.Warn("merge: some transfers cannot be settled yet", "err", err, "retry", recoverRetry)
+		}
 		t := time.NewTimer(recoverRetry)
 		select {
 		case <-h.ctx.Done():

@@ -127,14 +127,33 @@ func (t *Transfers) settleAfterFailure(ctx context.Context, row store.Transfer, 
 	}
 	cs := t.conns()
 	defer cs.release()
-	settled, err := t.settle(ctx, cs, row)
 	log := t.log().With("account", row.SrcAccount, "mailbox", row.SrcMailbox, "uid", row.SrcUID,
 		"target", row.DstAccount+" "+row.DstMailbox, "cause", cause)
+	if errors.Is(cause, upstream.ErrAppendUnknown) && !t.targetShows(ctx, cs, row) {
+		// Still not there: a slow target may yet store it. Rolling the
+		// MOVE back now could leave two copies; the hub's recovery
+		// (within recoverRetry) judges it when the target has settled.
+		log.Warn("transfer failed with its APPEND's outcome unknown; recovery settles it later")
+		return
+	}
+	settled, err := t.settle(ctx, cs, row)
 	if err != nil {
 		log.Warn("transfer failed and could not be settled yet; recovery does it later", "err", err)
 		return
 	}
 	log.Info("transfer failed and was settled", "state", settled.State)
+}
+
+// targetShows reports whether the target is known to have row's message
+// (false when it does not, or cannot be asked).
+func (t *Transfers) targetShows(ctx context.Context, cs *transferConns, row store.Transfer) bool {
+	cs.forget(row.DstAccount)
+	dst, ddata, err := cs.get(ctx, row.DstAccount, row.DstMailbox, false)
+	if err != nil {
+		return false
+	}
+	_, in, err := t.targetHas(ctx, dst, ddata, row)
+	return err == nil && in
 }
 
 // settleEarlier settles the unfinished rows of req's source messages
