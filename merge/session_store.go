@@ -304,6 +304,12 @@ func (s *Session) copyMoveLocal(groups []*sourceGroup, t target, move bool, cu *
 		if err != nil {
 			return keys, err
 		}
+		caps := c.Caps()
+		if move && !caps.Has(imap.CapMove) && !caps.Has(imap.CapUIDPlus) && !caps.Has(imap.CapIMAP4rev2) {
+			// imapclient's fallback (COPY, STORE \Deleted, EXPUNGE) would
+			// expunge every \Deleted message of the folder, not only these.
+			return keys, errCannotMove
+		}
 		var cd *imap.CopyData
 		err = c.Do(s.ctx, func(ic *imapclient.Client) error {
 			if move {
