@@ -113,6 +113,10 @@ type Limits struct {
 	AuthDelay           Duration `toml:"auth_delay"`             // first delay after a failed login
 	MaxAuthDelay        Duration `toml:"max_auth_delay"`         // ceiling of the growing delay
 	ShutdownGrace       Duration `toml:"shutdown_grace"`         // how long SIGTERM waits for sessions
+	// MergeConnections bounds the upstream connections a merged user's
+	// hub keeps per account for commands and syncs (its watchers have as
+	// many again at most), however many sessions the user has.
+	MergeConnections int `toml:"merge_connections"`
 }
 
 // Upstream is an IMAP server the proxy logs in to.

@@ -21,6 +21,7 @@ const (
 	DefaultAuthDelay           = 1 * time.Second
 	DefaultMaxAuthDelay        = 30 * time.Second
 	DefaultShutdownGrace       = 10 * time.Second
+	DefaultMergeConnections    = 4
 
 	DefaultUpstreamTLS     = TLSImplicit
 	DefaultConnectTimeout  = 10 * time.Second
@@ -44,6 +45,9 @@ const (
 // (section 5.4) requires an inactivity autologout timer of at least 30
 // minutes once a client is authenticated.
 const MinIdleTimeout = 30 * time.Minute
+
+// MaxMergeConnections bounds [limits] merge_connections.
+const MaxMergeConnections = 64
 
 // ApplyDefaults fills every key left empty or zero with its default. It is
 // the one place defaults are set; Load and Parse call it before Validate. It
@@ -71,6 +75,7 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&l.AuthDelay, DefaultAuthDelay)
 	setDuration(&l.MaxAuthDelay, DefaultMaxAuthDelay)
 	setDuration(&l.ShutdownGrace, DefaultShutdownGrace)
+	setInt(&l.MergeConnections, DefaultMergeConnections)
 
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]

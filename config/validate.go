@@ -80,6 +80,9 @@ func (v *validator) general() {
 	v.nonNegative(at("max_line_length"), l.MaxLineLength)
 	v.nonNegative(at("max_literal_preauth"), l.MaxLiteralPreAuth)
 	v.nonNegative(at("max_auth_failures"), l.MaxAuthFailures)
+	if l.MergeConnections < 0 || l.MergeConnections > MaxMergeConnections {
+		v.addf(at("merge_connections"), "%d is not between 1 and %d", l.MergeConnections, MaxMergeConnections)
+	}
 	if l.MaxConnections > 0 && l.MaxConnectionsPerIP > l.MaxConnections {
 		v.addf(at("max_connections_per_ip"), "%d is more than max_connections (%d)", l.MaxConnectionsPerIP, l.MaxConnections)
 	}

@@ -47,6 +47,8 @@ func TestValidateErrors(t *testing.T) {
 		{"admin address", "[admin]\naddress = \"9143\" #!\n" + minimal, "admin.address", "is not host:port"},
 		{"idle timeout", "[limits]\nidle_timeout = \"5m\" #!\n" + minimal, "limits.idle_timeout", "5m0s is below 30m"},
 		{"negative limit", "[limits]\nmax_line_length = -1 #!\n" + minimal, "limits.max_line_length", "must not be negative"},
+		{"merge connections", "[limits]\nmerge_connections = 65 #!\n" + minimal, "limits.merge_connections", "65 is not between 1 and 64"},
+		{"merge connections negative", "[limits]\nmerge_connections = -1 #!\n" + minimal, "limits.merge_connections", "-1 is not between 1 and 64"},
 		{"per ip above total", "[limits]\nmax_connections = 10\nmax_connections_per_ip = 20 #!\n" + minimal,
 			"limits.max_connections_per_ip", "20 is more than max_connections (10)"},
 		{"auth delays", "[limits]\nauth_delay = \"5s\"\nmax_auth_delay = \"2s\" #!\n" + minimal,

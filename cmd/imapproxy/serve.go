@@ -144,7 +144,8 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		OnStoreError:     func(err error) { logger.Warn("state store", "err", err) },
 	})
 	in.auth = authenticator
-	in.merge = merge.NewManager(merge.ManagerOptions{Store: st.store, Logger: logger.With("component", "merge")})
+	in.merge = merge.NewManager(merge.ManagerOptions{Store: st.store, Logger: logger.With("component", "merge"),
+		MaxConnsPerAccount: cfg.Limits.MergeConnections})
 	srv, err := proxy.New(proxy.Options{
 		Config:       cfg,
 		Auth:         authenticator,
