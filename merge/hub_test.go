@@ -47,7 +47,7 @@ func startSpecialMemAt(t *testing.T, addr string, folders map[string]imap.Mailbo
 		}
 	}
 	mem.AddUser(m.user)
-	m.serve(mem, addr, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapSpecialUse: {}, imap.CapListExtended: {}},
+	m.serve(mem, addr, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapSpecialUse: {}, imap.CapListExtended: {}},
 		func(s imapserver.Session) imapserver.Session { return &specialSession{Session: s, folders: folders} }, nil)
 	return m
 }
