@@ -213,6 +213,10 @@ type transferRun struct {
 	dstNext     imap.UID    // the target's UIDNEXT as far as known
 	perm        []imap.Flag // the target's PERMANENTFLAGS
 	pending     []pendingDelete
+	// deleted counts the source messages this run deleted (on the
+	// connection that read the metadata, all below the messages still to
+	// go): a message's sequence number is its metadata's less that.
+	deleted int
 }
 
 // pendingDelete is a moved message whose source copy is still to go.
@@ -301,7 +305,11 @@ func (r *transferRun) appendOne(ctx context.Context, m upstream.MessageMeta, fla
 	if err := t.crashPoint("append"); err != nil {
 		return 0, err
 	}
-	ar, err := dst.AppendFrom(ctx, req.DstMailbox, &imap.AppendOptions{Flags: flags, Time: m.InternalDate}, src, m.UID)
+	var hint uint32
+	if m.Seq > uint32(r.deleted) {
+		hint = m.Seq - uint32(r.deleted)
+	}
+	ar, err := dst.AppendFromSeq(ctx, req.DstMailbox, &imap.AppendOptions{Flags: flags, Time: m.InternalDate}, src, m.UID, hint)
 	if err != nil {
 		return 0, err
 	}
@@ -357,6 +365,7 @@ func (r *transferRun) flushDeletes(ctx context.Context) error {
 	if err := src.RemoveUIDs(ctx, uids); err != nil {
 		return err
 	}
+	r.deleted += len(r.pending)
 	if err := t.crashPoint("deleted"); err != nil {
 		return err
 	}

@@ -176,11 +176,12 @@ func fetchWhole(ic *imapclient.Client, uid imap.UID) (uint32, *imapclient.FetchC
 	if len(seqs) != 1 {
 		return 0, nil, fmt.Errorf("UID %d: %w", uid, ErrNoMessage)
 	}
-	cmd := ic.Fetch(imap.SeqSetNum(seqs[0]), &imap.FetchOptions{
-		UID:         true,
-		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-	})
-	return seqs[0], cmd, nil
+	return seqs[0], ic.Fetch(imap.SeqSetNum(seqs[0]), wholeOptions()), nil
+}
+
+// wholeOptions fetch UID and BODY.PEEK[].
+func wholeOptions() *imap.FetchOptions {
+	return &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
 }
 
 // wholeBody reports whether item is the whole message (BODY[]) with a

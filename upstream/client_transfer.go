@@ -25,7 +25,10 @@ import (
 // its body: what APPEND carries besides the literal, and what identifies
 // the message on the target when there is no APPENDUID.
 type MessageMeta struct {
-	UID          imap.UID
+	UID imap.UID
+	// Seq is the message's sequence number in the FETCH that read the
+	// metadata, on its connection (AppendFromSeq's hint).
+	Seq          uint32
 	Flags        []imap.Flag
 	InternalDate time.Time // zero when the upstream sent none
 	Size         int64     // RFC822.SIZE
@@ -74,7 +77,7 @@ func fetchMeta(ic *imapclient.Client, uids imap.UIDSet, opts *imap.FetchOptions)
 	var out []MessageMeta
 	cmd := ic.Fetch(uids, opts)
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-		var m MessageMeta
+		m := MessageMeta{Seq: msg.SeqNum}
 		for item := msg.Next(); item != nil; item = msg.Next() {
 			switch item := item.(type) {
 			case imapclient.FetchItemDataUID:
@@ -123,6 +126,14 @@ func fetchMeta(ic *imapclient.Client, uids imap.UIDSet, opts *imap.FetchOptions)
 // out with FindMessages. ErrNoMessage means the source message is gone;
 // ErrBodyBeforeUID that the source cannot be used for transfers.
 func (c *Client) AppendFrom(ctx context.Context, mailbox string, opts *imap.AppendOptions, src *Client, uid imap.UID) (AppendResult, error) {
+	return c.AppendFromSeq(ctx, mailbox, opts, src, uid, 0)
+}
+
+// AppendFromSeq is AppendFrom with the message's sequence number on src
+// as the caller believes it to be (0: unknown), which saves the SEARCH
+// that looks it up. The UID in the reply is checked before anything is
+// appended: a wrong hint costs a FETCH, then the lookup is done.
+func (c *Client) AppendFromSeq(ctx context.Context, mailbox string, opts *imap.AppendOptions, src *Client, uid imap.UID, seqHint uint32) (AppendResult, error) {
 	if src == c {
 		return AppendResult{}, &Error{Upstream: c.opts.Name, Op: "append", Err: errors.New("source and target are one connection")}
 	}
@@ -132,15 +143,20 @@ func (c *Client) AppendFrom(ctx context.Context, mailbox string, opts *imap.Appe
 		appended  bool
 	)
 	err := src.do(ctx, "fetch", true, func(sic *imapclient.Client, _ *watchdog) error {
+		hint, last := seqHint, 1
+		if hint != 0 {
+			last = 2
+		}
 		for attempt := 0; ; attempt++ {
-			retry, err := transferOnce(sic, uid, src.raw.Close, func(lit imap.LiteralReader) error {
+			retry, err := transferOnce(sic, uid, hint, src.raw.Close, func(lit imap.LiteralReader) error {
 				res, appendErr = c.appendLiteral(ctx, mailbox, opts, lit)
 				appended = appendErr == nil
 				return appendErr
 			})
-			if !retry || attempt == 1 {
+			if !retry || attempt == last {
 				return err
 			}
+			hint = 0
 		}
 	})
 	switch {
@@ -211,9 +227,15 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 // body literal of message uid. retry says that sink was not called and
 // another attempt may succeed. A failure inside sink, of the literal's
 // read or of the target, kills the source connection (see fetchRawOnce).
-func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink func(imap.LiteralReader) error) (retry bool, err error) {
-	seq, cmd, err := fetchWhole(ic, uid)
-	if err != nil {
+//
+// With seqHint, the message is fetched by that sequence number without a
+// lookup; a reply for another UID, or a NO or BAD (no such number), is a
+// retry.
+func transferOnce(ic *imapclient.Client, uid imap.UID, seqHint uint32, kill func() error, sink func(imap.LiteralReader) error) (retry bool, err error) {
+	seq, cmd := seqHint, (*imapclient.FetchCommand)(nil)
+	if seqHint != 0 {
+		cmd = ic.Fetch(imap.SeqSetNum(seqHint), wholeOptions())
+	} else if seq, cmd, err = fetchWhole(ic, uid); err != nil {
 		return false, err
 	}
 	var (
@@ -264,6 +286,9 @@ func transferOnce(ic *imapclient.Client, uid imap.UID, kill func() error, sink f
 		}
 	}
 	if err := cmd.Close(); err != nil && sinkErr == nil {
+		if _, refused := errors.AsType[*imap.Error](err); refused && seqHint != 0 && !sent {
+			return true, err
+		}
 		return false, err
 	}
 	switch {

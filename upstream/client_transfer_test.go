@@ -51,3 +51,47 @@ func TestAppendFromOutcomeUnknown(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendFromSeqHint: with the right sequence number the body is
+// fetched without a SEARCH; with a wrong one (another UID answers) it is
+// looked up and fetched again, and nothing of the other message is
+// appended.
+func TestAppendFromSeqHint(t *testing.T) {
+	appended := []step{
+		expect("$T APPEND INBOX {5}"), send("+ go"), expect("hello"),
+		send("$T OK [APPENDUID 9 7] done"), stall(),
+	}
+	selectInbox := []step{
+		expect("$T SELECT INBOX"), send("* 3 EXISTS"), send("* OK [UIDVALIDITY 7] ok"), send("$T OK [READ-WRITE] done"),
+	}
+	tests := []struct {
+		name   string
+		source []step
+	}{
+		{"right hint", []step{
+			expect("$T FETCH 2 (UID BODY.PEEK[])"),
+			sendRaw("* 2 FETCH (UID 42 BODY[] {5}\r\nhello)\r\n$T OK done\r\n"), stall(),
+		}},
+		{"wrong hint", []step{
+			expect("$T FETCH 2 (UID BODY.PEEK[])"),
+			sendRaw("* 2 FETCH (UID 41 BODY[] {5}\r\nwrong)\r\n$T OK done\r\n"),
+			expect("$T SEARCH UID 42"), send("* SEARCH 3"), send("$T OK done"),
+			expect("$T FETCH 3 (UID BODY.PEEK[])"),
+			sendRaw("* 3 FETCH (UID 42 BODY[] {5}\r\nhello)\r\n$T OK done\r\n"), stall(),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), selectInbox, tt.source)...), 5*time.Second))
+			dst := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), appended)...), 5*time.Second))
+			ctx := context.Background()
+			if _, err := src.Select(ctx, "INBOX", false); err != nil {
+				t.Fatal(err)
+			}
+			res, err := dst.AppendFromSeq(ctx, "INBOX", &imap.AppendOptions{}, src, 42, 2)
+			if err != nil || res.UID != 7 || res.UIDValidity != 9 {
+				t.Fatalf("AppendFromSeq: %+v %v", res, err)
+			}
+		})
+	}
+}
