@@ -164,27 +164,70 @@ func startMemUpstream(t testing.TB) (addr string, alice *imapmemserver.User) {
 	bob := imapmemserver.NewUser("bob", "bobpw")
 	bob.Create("INBOX", nil)
 	mem.AddUser(bob)
-	srv := imapserver.New(&imapserver.Options{
+	s := serveIMAP(t, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		func() imapserver.Session { return mem.NewSession() })
+	return s.addr, alice
+}
+
+// testIMAPServer is an in-process imapserver on 127.0.0.1 in plaintext
+// that can be taken down and brought back at the same address (the
+// sessions' backend, and so the mail, stays).
+type testIMAPServer struct {
+	t          testing.TB
+	caps       imap.CapSet
+	newSession func() imapserver.Session
+	addr       string
+	srv        *imapserver.Server
+	done       chan struct{}
+}
+
+// serveIMAP starts a testIMAPServer, stopped when the test ends.
+func serveIMAP(t testing.TB, caps imap.CapSet, newSession func() imapserver.Session) *testIMAPServer {
+	t.Helper()
+	s := &testIMAPServer{t: t, caps: caps, newSession: newSession}
+	s.start("127.0.0.1:0")
+	t.Cleanup(s.stop)
+	return s
+}
+
+// start serves on addr (retrying briefly while the old socket lingers).
+func (s *testIMAPServer) start(addr string) {
+	s.t.Helper()
+	var ln net.Listener
+	var err error
+	for try := 0; try < 50; try++ {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
+			return s.newSession(), nil, nil
 		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		Caps:         s.caps,
 		InsecureAuth: true,
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
+	s.done = make(chan struct{})
+	srv, done := s.srv, s.done
 	go func() {
 		defer close(done)
 		srv.Serve(ln)
 	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String(), alice
+}
+
+// stop closes the listener and every connection.
+func (s *testIMAPServer) stop() {
+	if s.srv == nil {
+		return
+	}
+	s.srv.Close()
+	<-s.done
+	s.srv = nil
 }
 
 // textClient speaks raw IMAP to the proxy.

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"strings"
 	"testing"
 
@@ -27,27 +26,8 @@ func startLimitedMemUpstream(t *testing.T, limit uint32) string {
 	alice := imapmemserver.NewUser("alice", "alicepw")
 	alice.Create("INBOX", nil)
 	mem.AddUser(alice)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return limitedSession{mem.NewSession(), limit}, nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
-		InsecureAuth: true,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return serveIMAP(t, imap.CapSet{imap.CapIMAP4rev1: {}},
+		func() imapserver.Session { return limitedSession{mem.NewSession(), limit} }).addr
 }
 
 // The merged session advertises the smallest of its upstreams'

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,64 +12,17 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 )
 
-// stoppableMem is an imapmemserver upstream that can be taken down and
-// brought back at the same address with the same mail.
-type stoppableMem struct {
-	t    *testing.T
-	mem  *imapmemserver.Server
-	addr string
-	srv  *imapserver.Server
-	done chan struct{}
-}
-
-func startStoppableMem(t *testing.T) (*stoppableMem, *imapmemserver.User) {
+// startStoppableMem runs an imapmemserver with user alice/alicepw that
+// can be taken down and brought back at the same address with its mail.
+func startStoppableMem(t *testing.T) (*testIMAPServer, *imapmemserver.User) {
 	t.Helper()
-	m := &stoppableMem{t: t, mem: imapmemserver.New()}
+	mem := imapmemserver.New()
 	alice := imapmemserver.NewUser("alice", "alicepw")
 	alice.Create("INBOX", nil)
-	m.mem.AddUser(alice)
-	m.start("127.0.0.1:0")
-	t.Cleanup(m.stop)
-	return m, alice
-}
-
-func (m *stoppableMem) start(addr string) {
-	m.t.Helper()
-	var ln net.Listener
-	var err error
-	for try := 0; try < 50; try++ { // the old socket may linger briefly
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.addr = ln.Addr().String()
-	m.srv = imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return m.mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true,
-	})
-	m.done = make(chan struct{})
-	srv, done := m.srv, m.done
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-}
-
-// stop closes the listener and every connection.
-func (m *stoppableMem) stop() {
-	if m.srv == nil {
-		return
-	}
-	m.srv.Close()
-	<-m.done
-	m.srv = nil
+	mem.AddUser(alice)
+	s := serveIMAP(t, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		func() imapserver.Session { return mem.NewSession() })
+	return s, alice
 }
 
 var uidRe = regexp.MustCompile(`UID (\d+)`)
