@@ -52,6 +52,10 @@ type Folder struct {
 	Account string
 	// NoSelect marks containers and upstream \NoSelect folders.
 	NoSelect bool
+	// Subscribed: the account's upstream has the folder subscribed, or
+	// cannot say (no LIST-EXTENDED), or it is a unified folder or a
+	// container (always subscribed).
+	Subscribed bool
 }
 
 // MailboxView is what a session needs after SELECT. Its Messages (and
@@ -125,7 +129,7 @@ type Hub struct {
 	wg     sync.WaitGroup // sync workers and watcher stops
 
 	listMu   sync.Mutex
-	lastList map[string][]*imap.ListData // each account's last LIST answer
+	lastList map[string]accountList // each account's last LIST answer
 
 	watchStarts atomic.Int64 // watchers started, for tests
 	syncStarts  atomic.Int64 // syncs started, for tests
@@ -144,7 +148,7 @@ func newHub(m *Manager, spec UserSpec) *Hub {
 		events:     make(chan hubEvent),
 		dirty:      make(chan struct{}, 1),
 		dirtySet:   make(map[srcKey]bool),
-		lastList:   make(map[string][]*imap.ListData),
+		lastList:   make(map[string]accountList),
 		closeReq:   make(chan struct{}),
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),

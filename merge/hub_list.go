@@ -67,6 +67,8 @@ type accountList struct {
 	// down: the account could not be reached; list is its last answer
 	// (none if it never answered since the hub started).
 	down bool
+	// subs: list marks the subscribed folders \Subscribed.
+	subs bool
 }
 
 // listAccounts LISTs every account of the tree, in order. An account
@@ -79,21 +81,23 @@ func (h *Hub) listAccounts(ctx context.Context, accounts []string) []accountList
 		pool := h.pools[name]
 		c, err := pool.Get(ctx)
 		var l []*imap.ListData
+		subs := false
 		if err == nil {
 			l, err = c.List(ctx)
+			subs = c.ListsSubscriptions()
 			pool.Put(c)
 		}
 		h.listMu.Lock()
 		if err == nil {
-			h.lastList[name] = l
+			h.lastList[name] = accountList{list: l, subs: subs}
 		} else {
-			l = h.lastList[name]
+			l, subs = h.lastList[name].list, h.lastList[name].subs
 		}
 		h.listMu.Unlock()
 		if err != nil {
 			h.log.Warn("list: account unreachable, its last known folders are shown", "account", name, "folders", len(l), "err", err)
 		}
-		out = append(out, accountList{account: name, list: l, down: err != nil})
+		out = append(out, accountList{account: name, list: l, down: err != nil, subs: subs})
 	}
 	return out
 }
@@ -128,9 +132,13 @@ func (h *Hub) List(ctx context.Context) ([]Folder, []string, error) {
 			if !ok {
 				continue
 			}
-			f := Folder{Name: name, Account: al.account}
+			f := Folder{Name: name, Account: al.account, Subscribed: !al.subs}
 			hidden := false
 			for _, a := range ld.Attrs {
+				if strings.EqualFold(string(a), string(imap.MailboxAttrSubscribed)) {
+					f.Subscribed = true
+					continue
+				}
 				if use, ok := specialUse(a); ok && tree.IsUnified(use) {
 					hidden = al.account == primary && !isInboxName(ld.Mailbox)
 					continue
@@ -151,18 +159,18 @@ func (h *Hub) List(ctx context.Context) ([]Folder, []string, error) {
 		if err != nil {
 			continue
 		}
-		byName[p] = Folder{Name: p, Account: t.Account, NoSelect: true,
+		byName[p] = Folder{Name: p, Account: t.Account, NoSelect: true, Subscribed: true,
 			Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect, imap.MailboxAttrHasChildren}}
 	}
 	if _, ok := byName["INBOX"]; !ok || tree.UnifiedInbox() {
 		t, err := tree.Resolve("INBOX")
 		if err == nil {
-			byName["INBOX"] = Folder{Name: "INBOX", Unified: t.Unified, Account: t.Account}
+			byName["INBOX"] = Folder{Name: "INBOX", Unified: t.Unified, Account: t.Account, Subscribed: true}
 		}
 	}
 	for _, use := range tree.UnifiedUses() {
 		n := unifiedName(use)
-		byName[n] = Folder{Name: n, Unified: true, Use: use, Attrs: []imap.MailboxAttr{imap.MailboxAttr(use)}}
+		byName[n] = Folder{Name: n, Unified: true, Use: use, Subscribed: true, Attrs: []imap.MailboxAttr{imap.MailboxAttr(use)}}
 	}
 	out := make([]Folder, 0, len(byName))
 	for _, f := range byName {

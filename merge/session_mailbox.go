@@ -20,11 +20,11 @@ import (
 const delim = '/'
 
 // List lists the virtual folders matching ref and patterns. Every folder
-// gets \HasChildren or \HasNoChildren from the virtual tree. Upstream
-// subscriptions are not tracked: every listed folder counts as
-// subscribed (LSUB and LIST (SUBSCRIBED) list them all, with
-// \Subscribed), so that the LIST-EXTENDED selection options
-// (SUBSCRIBED, REMOTE, RECURSIVEMATCH) select every matching folder.
+// gets \HasChildren or \HasNoChildren from the virtual tree. An account
+// folder is subscribed as its upstream says (LIST-EXTENDED's RETURN
+// (SUBSCRIBED)); one whose upstream cannot say, the unified folders and
+// the containers count as subscribed. LSUB and LIST (SUBSCRIBED) list
+// the subscribed ones, with \Subscribed.
 // RETURN (STATUS ...) (LIST-STATUS) adds each selectable folder's
 // STATUS; a folder whose STATUS fails gets none (RFC 5819).
 func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
@@ -43,6 +43,9 @@ func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	}
 	subscribed := options.SelectSubscribed || options.ReturnSubscribed
 	for i, f := range folders {
+		if options.SelectSubscribed && !f.Subscribed {
+			continue
+		}
 		match := false
 		for _, p := range patterns {
 			if imapserver.MatchList(f.Name, delim, ref, p) {
@@ -61,7 +64,7 @@ func (s *Session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 				attrs = append(attrs, imap.MailboxAttrHasNoChildren)
 			}
 		}
-		if subscribed && !hasMailboxAttr(attrs, imap.MailboxAttrSubscribed) {
+		if subscribed && f.Subscribed && !hasMailboxAttr(attrs, imap.MailboxAttrSubscribed) {
 			attrs = append(attrs, imap.MailboxAttrSubscribed)
 		}
 		data := &imap.ListData{Attrs: attrs, Delim: delim, Mailbox: f.Name}

@@ -29,13 +29,14 @@ type FlagsItem struct {
 }
 
 // List returns every mailbox (LIST "" "*"). Where the upstream offers
-// SPECIAL-USE and LIST-EXTENDED it asks for special-use attributes with
-// RETURN (SPECIAL-USE); servers with SPECIAL-USE but without
-// LIST-EXTENDED include them anyway.
+// LIST-EXTENDED it asks for the subscriptions with RETURN (SUBSCRIBED)
+// (see ListsSubscriptions), and with SPECIAL-USE for special-use
+// attributes with RETURN (SPECIAL-USE); servers with SPECIAL-USE but
+// without LIST-EXTENDED include those anyway.
 func (c *Client) List(ctx context.Context) ([]*imap.ListData, error) {
 	var opts *imap.ListOptions
-	if c.caps.Has(imap.CapSpecialUse) && c.caps.Has(imap.CapListExtended) {
-		opts = &imap.ListOptions{ReturnSpecialUse: true}
+	if c.ListsSubscriptions() {
+		opts = &imap.ListOptions{ReturnSubscribed: true, ReturnSpecialUse: c.caps.Has(imap.CapSpecialUse)}
 	}
 	var l []*imap.ListData
 	err := c.do(ctx, "list", true, func(ic *imapclient.Client, _ *watchdog) error {
@@ -48,6 +49,11 @@ func (c *Client) List(ctx context.Context) ([]*imap.ListData, error) {
 	}
 	return l, nil
 }
+
+// ListsSubscriptions reports whether List marks subscribed mailboxes
+// \Subscribed (the upstream has LIST-EXTENDED), so that a mailbox
+// without it is not subscribed.
+func (c *Client) ListsSubscriptions() bool { return c.caps.Has(imap.CapListExtended) }
 
 // Select selects the mailbox (EXAMINE with readOnly) and returns its
 // data. A NO (no such mailbox) is returned as *imap.Error.
