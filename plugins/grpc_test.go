@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,15 +24,26 @@ import (
 type scripted struct {
 	pluginpb.UnimplementedAuthenticatorServer
 	pluginpb.UnimplementedRouterServer
-	auth   *pluginpb.AuthenticateResponse
-	route  *pluginpb.RouteResponse
-	err    error
-	delay  time.Duration
+	auth  *pluginpb.AuthenticateResponse
+	route *pluginpb.RouteResponse
+	err   error
+	delay time.Duration
+
+	mu     sync.Mutex // calls that timed out may still run next to new ones
 	gotReq *pluginpb.AuthenticateRequest
 }
 
+// lastReq returns the last request Authenticate got.
+func (s *scripted) lastReq() *pluginpb.AuthenticateRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gotReq
+}
+
 func (s *scripted) Authenticate(ctx context.Context, r *pluginpb.AuthenticateRequest) (*pluginpb.AuthenticateResponse, error) {
+	s.mu.Lock()
 	s.gotReq = r
+	s.mu.Unlock()
 	select {
 	case <-time.After(s.delay):
 	case <-ctx.Done():
@@ -91,7 +103,7 @@ func TestAuthenticatorAnswers(t *testing.T) {
 	if err != nil || v.Decision != auth.Allow || v.User != "alice@example.com" || v.Attributes[auth.AttrRequire2FA] != "true" || v.Source != "test" {
 		t.Fatalf("allow: %+v, %v", v, err)
 	}
-	if r := s.gotReq; r.GetLogin() != "alice" || r.GetCredential() != "pw" || r.GetKind() != pluginpb.CredentialKind_CREDENTIAL_KIND_PASSWORD ||
+	if r := s.lastReq(); r.GetLogin() != "alice" || r.GetCredential() != "pw" || r.GetKind() != pluginpb.CredentialKind_CREDENTIAL_KIND_PASSWORD ||
 		!r.GetTls() || r.GetClientPort() != 5555 || r.GetListener() != "0.0.0.0:993" || r.GetMechanism() != "login" {
 		t.Errorf("request: %v", r)
 	}
