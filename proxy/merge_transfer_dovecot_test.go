@@ -350,7 +350,9 @@ func TestMergeTransferDovecotKillTarget(t *testing.T) {
 		p := startMergeProxyAt(t, cfg, dbPath)
 		c := dialMerged(t, p.addr, nil)
 		var d string
-		deadline := time.Now().Add(30 * time.Second)
+		// Recovery may wait for the restarted Dovecot (its first SELECT
+		// can stall on the killed instance's locks) and then retry.
+		deadline := time.Now().Add(90 * time.Second)
 		for {
 			d = exactlyOnce(want, directState(t, work, "Crash"), directState(t, home, "Crash"))
 			if d == "" || time.Now().After(deadline) {
@@ -359,7 +361,7 @@ func TestMergeTransferDovecotKillTarget(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		if d != "" {
-			t.Fatalf("round %d, 30s after the proxy restarted: %s", round, d)
+			t.Fatalf("round %d, 90s after the proxy restarted: %s", round, d)
 		}
 		sd, err := c.Select("Work/Crash", nil).Wait()
 		if err != nil {
