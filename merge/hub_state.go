@@ -394,12 +394,7 @@ func (s *hubState) unselect(sub *Subscriber) {
 	if len(vs.subs) > 0 {
 		return
 	}
-	for _, ss := range vs.src {
-		for _, ch := range append(ss.waiting, ss.next...) {
-			ch <- errUnselected
-		}
-		ss.waiting, ss.next = nil, nil
-	}
+	vs.endWaits()
 	s.lingering = append(s.lingering, vs)
 	if len(s.lingering) > maxLingering {
 		s.drop(s.lingering[0])
@@ -452,11 +447,8 @@ func (ev unwatchEvent) apply(s *hubState) {
 // quiesce stops what runs for a mailbox with no session: its watchers,
 // its retries, and the waits of selections that ended.
 func (s *hubState) quiesce(vs *vmState) {
+	vs.endWaits()
 	for key, ss := range vs.src {
-		for _, ch := range append(ss.waiting, ss.next...) {
-			ch <- errUnselected
-		}
-		ss.waiting, ss.next = nil, nil
 		if ss.retry != nil {
 			ss.retry.Stop()
 		}
@@ -468,6 +460,17 @@ func (s *hubState) quiesce(vs *vmState) {
 	if vs.unwatch != nil {
 		vs.unwatch.Stop()
 		vs.unwatch = nil
+	}
+}
+
+// endWaits tells the selections waiting for syncs of vs that they
+// ended.
+func (vs *vmState) endWaits() {
+	for _, ss := range vs.src {
+		for _, ch := range append(ss.waiting, ss.next...) {
+			ch <- errUnselected
+		}
+		ss.waiting, ss.next = nil, nil
 	}
 }
 

@@ -1,14 +1,10 @@
 package merge
 
 import (
-	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
-
-	"imapproxy/store"
 )
 
 // TestSessionSubscriptions: SUBSCRIBE and UNSUBSCRIBE reach the account's
@@ -24,24 +20,7 @@ func TestSessionSubscriptions(t *testing.T) {
 	if err := homeMem.user.Create("Lists", nil); err != nil {
 		t.Fatal(err)
 	}
-	work, home := workMem.memUpstream, homeMem.memUpstream
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	wo, ho := work.account(), home.account()
-	wo.Name, ho.Name = "work", "home"
-	e := &sessEnv{t: t, work: work, home: home, st: st, spec: UserSpec{
-		User: "alice",
-		Accounts: []AccountSpec{
-			{Name: "work", Prefix: "Work", Options: wo},
-			{Name: "home", Prefix: "Home", Options: ho},
-		},
-		UnifiedInbox:   true,
-		DefaultAccount: "work",
-	}}
-	_, c := e.serve(nil)
+	_, c := fakeEnv(t, workMem.memUpstream, homeMem.memUpstream, 0).serve(nil)
 	subscribed := func() []string {
 		t.Helper()
 		l, err := c.List("", "*", &imap.ListOptions{SelectSubscribed: true}).Collect()

@@ -2,12 +2,9 @@ package merge
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
-
-	"imapproxy/store"
 )
 
 // TestSessionMoveToUnifiedTrash: deleting messages of several accounts
@@ -21,23 +18,9 @@ func TestSessionMoveToUnifiedTrash(t *testing.T) {
 	work.put("INBOX")
 	home.put("INBOX")
 	work.put("INBOX")
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	wo, ho := work.account(), home.account()
-	wo.Name, ho.Name = "work", "home"
-	e := &sessEnv{t: t, work: work, home: home, st: st, spec: UserSpec{
-		User: "alice",
-		Accounts: []AccountSpec{
-			{Name: "work", Prefix: "Work", Options: wo},
-			{Name: "home", Prefix: "Home", Options: ho},
-		},
-		UnifiedInbox:      true,
-		UnifiedSpecialUse: []string{"trash"},
-		DefaultAccount:    "work",
-	}}
+	e := fakeEnv(t, work, home, 0)
+	e.spec.UnifiedSpecialUse = []string{"trash"}
+	st := e.st
 	_, c := e.serve(nil)
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)

@@ -209,15 +209,15 @@ func TestSQLiteVMessagesLarge(t *testing.T) {
 	step("DeleteVMailbox with 10,000 rows", 500*time.Millisecond, func() { must(t, s.DeleteVMailbox(ctx, "ann", "INBOX")) })
 }
 
-// BenchmarkMapUIDs maps 10,000 UIDs of a fresh source per operation.
-func BenchmarkMapUIDs(b *testing.B) {
-	ctx := b.Context()
-	s, err := OpenSQLite(ctx, filepath.Join(b.TempDir(), "state.db"))
+// benchMailbox opens a store with an empty virtual mailbox and returns
+// UIDs 1..10,000 for it.
+func benchMailbox(b *testing.B) (*SQLite, VMailbox, []uint32) {
+	s, err := OpenSQLite(b.Context(), filepath.Join(b.TempDir(), "state.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	m, err := s.VMailbox(ctx, "ann", "INBOX")
+	b.Cleanup(func() { s.Close() })
+	m, err := s.VMailbox(b.Context(), "ann", "INBOX")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -225,6 +225,13 @@ func BenchmarkMapUIDs(b *testing.B) {
 	for i := range uids {
 		uids[i] = uint32(i + 1)
 	}
+	return s, m, uids
+}
+
+// BenchmarkMapUIDs maps 10,000 UIDs of a fresh source per operation.
+func BenchmarkMapUIDs(b *testing.B) {
+	ctx := b.Context()
+	s, m, uids := benchMailbox(b)
 	v := uint32(0)
 	for b.Loop() {
 		v++
@@ -238,19 +245,7 @@ func BenchmarkMapUIDs(b *testing.B) {
 // BenchmarkVMessages reads a 10,000 message mailbox per operation.
 func BenchmarkVMessages(b *testing.B) {
 	ctx := b.Context()
-	s, err := OpenSQLite(ctx, filepath.Join(b.TempDir(), "state.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	m, err := s.VMailbox(ctx, "ann", "INBOX")
-	if err != nil {
-		b.Fatal(err)
-	}
-	uids := make([]uint32, 10_000)
-	for i := range uids {
-		uids[i] = uint32(i + 1)
-	}
+	s, m, uids := benchMailbox(b)
 	if _, err := s.MapUIDs(ctx, m.ID, Source{Account: "work", Mailbox: "INBOX", UIDValidity: 1}, uids); err != nil {
 		b.Fatal(err)
 	}
