@@ -692,3 +692,69 @@ func TestHubReselectWatched(t *testing.T) {
 		t.Errorf("update %+v", u)
 	}
 }
+
+// TestSessionStatusFromHub: STATUS of a mailbox whose sources the hub
+// holds current (selected, watchers idling, nothing changed) is counted
+// without listing the upstreams again, and agrees with a fresh listing.
+func TestSessionStatusFromHub(t *testing.T) {
+	e := newSessEnv(t)
+	_, c := e.serve(nil)
+	sd, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listings := func() int {
+		n := 0
+		for _, m := range []*memUpstream{e.work, e.home} {
+			for _, s := range m.sent() {
+				n += strings.Count(s, "FETCH 1:* (UID FLAGS)")
+			}
+		}
+		return n
+	}
+	// The watchers' first syncs (OnReady) settle.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := listings()
+		time.Sleep(300 * time.Millisecond)
+		if n >= 4 && listings() == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listings never settled: %d", listings())
+		}
+	}
+	before := listings()
+	opts := &imap.StatusOptions{NumMessages: true, NumUnseen: true, NumDeleted: true}
+	st, err := c.Status("INBOX", opts).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := listings(); n != before {
+		t.Errorf("STATUS of a current mailbox listed the upstreams %d times", n-before)
+	}
+	if *st.NumMessages != sd.NumMessages {
+		t.Errorf("STATUS MESSAGES %d, SELECT EXISTS %d", *st.NumMessages, sd.NumMessages)
+	}
+	// Against a listing: the same counts for a mailbox the hub does not hold.
+	fresh, err := c.Status("Work/INBOX", opts).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listings() == before {
+		t.Error("STATUS of a mailbox the hub does not hold listed nothing")
+	}
+	home, err := c.Status("Home/INBOX", opts).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := *fresh.NumMessages + *home.NumMessages; sum != *st.NumMessages {
+		t.Errorf("INBOX MESSAGES %d, accounts' %d", *st.NumMessages, sum)
+	}
+	if sum := *fresh.NumUnseen + *home.NumUnseen; sum != *st.NumUnseen {
+		t.Errorf("INBOX UNSEEN %d, accounts' %d", *st.NumUnseen, sum)
+	}
+	if sum := *fresh.NumDeleted + *home.NumDeleted; sum != *st.NumDeleted {
+		t.Errorf("INBOX DELETED %d, accounts' %d", *st.NumDeleted, sum)
+	}
+}

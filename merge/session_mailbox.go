@@ -111,7 +111,9 @@ func hasMailboxAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
 }
 
 // Status syncs the sources of a virtual mailbox (without selecting it
-// for the session) and reports its counts. SIZE (STATUS=SIZE) is the sum
+// for the session) and reports its counts; a source the hub holds current
+// (see Hub.currentCounts) is counted from its state without a sync,
+// unless SIZE or APPENDLIMIT need its upstream. SIZE (STATUS=SIZE) is the sum
 // of the messages' RFC822.SIZE, one UID FETCH 1:* (RFC822.SIZE) per
 // source; DELETED counts the \Deleted messages; APPENDLIMIT is the
 // smallest of the sources' upstreams' (NIL when none has one).
@@ -129,7 +131,7 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	if err != nil {
 		return nil, s.clientErr("status", name, err)
 	}
-	var messages, unseen, deleted uint32
+	var n sourceCounts
 	var size int64
 	var appendLimit *uint32
 	synced := 0
@@ -137,6 +139,13 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	cs := s.conns()
 	defer cs.release()
 	for _, src := range t.Sources {
+		if !options.Size && !options.AppendLimit {
+			if c, ok := s.hub.currentCounts(s.ctx, storeName, vm.ID, srcKey(src)); ok {
+				synced++
+				n.messages, n.unseen, n.deleted = n.messages+c.messages, n.unseen+c.unseen, n.deleted+c.deleted
+				continue
+			}
+		}
 		c, _, err := cs.get(src.Account, src.Mailbox, true)
 		if err == nil {
 			if options.AppendLimit {
@@ -146,19 +155,13 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 			res, err = SyncSource(s.ctx, s.hub.st, vm, src.Account, c, src.Mailbox)
 			if err == nil {
 				synced++
-				messages += uint32(len(res.Messages))
 				for _, m := range res.Messages {
-					if !hasFlag(m.Flags, imap.FlagSeen) {
-						unseen++
-					}
-					if hasFlag(m.Flags, imap.FlagDeleted) {
-						deleted++
-					}
+					n.add(m.Flags)
 				}
 				if options.Size && len(res.Messages) > 0 {
-					var n int64
-					n, err = sourceSize(s.ctx, c)
-					size += n
+					var sz int64
+					sz, err = sourceSize(s.ctx, c)
+					size += sz
 				}
 			}
 			cs.held[src.Account].selected = false // SyncSource selected it
@@ -177,7 +180,7 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	}
 	data := &imap.StatusData{Mailbox: name}
 	if options.NumMessages {
-		data.NumMessages = &messages
+		data.NumMessages = &n.messages
 	}
 	if options.UIDNext {
 		data.UIDNext = imap.UID(vm.UIDNext)
@@ -186,14 +189,14 @@ func (s *Session) Status(name string, options *imap.StatusOptions) (*imap.Status
 		data.UIDValidity = vm.UIDValidity
 	}
 	if options.NumUnseen {
-		data.NumUnseen = &unseen
+		data.NumUnseen = &n.unseen
 	}
 	if options.NumRecent {
 		var zero uint32
 		data.NumRecent = &zero
 	}
 	if options.NumDeleted {
-		data.NumDeleted = &deleted
+		data.NumDeleted = &n.deleted
 	}
 	if options.Size {
 		data.Size = &size
