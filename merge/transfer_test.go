@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
@@ -39,9 +40,50 @@ func startTransferMem(t *testing.T, caps imap.CapSet, wrap func(imapserver.Sessi
 		}
 	}
 	mem.AddUser(m.user)
-	m.serve(mem, "127.0.0.1:0", caps, wrap, nil)
+	m.serve(mem, "127.0.0.1:0", caps, func(s imapserver.Session) imapserver.Session {
+		s = wholeAppends{s}
+		if wrap != nil {
+			s = wrap(s)
+		}
+		return s
+	}, nil)
 	return m
 }
+
+// wholeAppends makes an imapmemserver session refuse an APPEND whose
+// literal the connection's end cut short. imapserver reads a client's
+// hang-up in the middle of a literal as the literal's end, and
+// imapmemserver then stores the truncated message; real servers (Dovecot)
+// drop it, and the transfer tests cut connections mid-literal on purpose.
+type wholeAppends struct{ imapserver.Session }
+
+// Append implements imapserver.Session.
+func (s wholeAppends) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != r.Size() {
+		return nil, fmt.Errorf("literal of %d bytes cut after %d", r.Size(), len(b))
+	}
+	return s.Session.Append(mailbox, sizedReader{bytes.NewReader(b)}, options)
+}
+
+// Namespace implements imapserver.SessionNamespace.
+func (s wholeAppends) Namespace() (*imap.NamespaceData, error) {
+	return s.Session.(imapserver.SessionNamespace).Namespace()
+}
+
+// Move implements imapserver.SessionMove.
+func (s wholeAppends) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	return s.Session.(imapserver.SessionMove).Move(w, numSet, dest)
+}
+
+// sizedReader is an imap.LiteralReader over bytes.
+type sizedReader struct{ *bytes.Reader }
+
+// Size implements imap.LiteralReader.
+func (r sizedReader) Size() int64 { return r.Reader.Size() }
 
 // testMsg is a generated message.
 type testMsg struct {

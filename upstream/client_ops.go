@@ -232,7 +232,7 @@ func fetchRawOnce(ic *imapclient.Client, uid imap.UID, w io.Writer, n *int64, ki
 				// A failing w leaves the rest of the literal to msg.Next,
 				// which discards it, so the connection stays in sync.
 				ew := &errWriter{w: w}
-				wn, err := io.Copy(ew, item.Literal)
+				wn, err := io.Copy(ew, newLiteralReader(item.Literal))
 				*n += wn
 				if err != nil && ew.err == nil {
 					kill()

@@ -191,7 +191,10 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 		// come, each would be a TLS record and a system call of its own.
 		bw := appendBufs.Get().(*bufio.Writer)
 		bw.Reset(ew)
-		_, err := io.Copy(bw, lit)
+		n, err := io.Copy(bw, lit)
+		if err == nil && n != lit.Size() {
+			err = fmt.Errorf("literal of %d bytes ended after %d: %w", lit.Size(), n, io.ErrUnexpectedEOF)
+		}
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -199,7 +202,11 @@ func (c *Client) appendLiteral(ctx context.Context, mailbox string, opts *imap.A
 		appendBufs.Put(bw)
 		if err != nil {
 			if ew.err == nil {
-				c.raw.Close() // the source failed: abandon the literal
+				// The source failed: the literal cannot be finished, and
+				// closing is the only way to abandon it (imapclient would
+				// end the command with a CRLF, which the target would
+				// take as part of the literal, waiting for the rest).
+				c.raw.Close()
 			}
 			cmd.Close()
 			return err
@@ -264,7 +271,7 @@ func transferOnce(ic *imapclient.Client, uid imap.UID, seqHint uint32, kill func
 					continue
 				}
 				sent = true
-				lr := &literalReader{r: item.Literal, size: item.Literal.Size()}
+				lr := newLiteralReader(item.Literal)
 				sinkErr = sink(lr)
 				switch {
 				case lr.err != nil:
@@ -305,15 +312,29 @@ func transferOnce(ic *imapclient.Client, uid imap.UID, seqHint uint32, kill func
 }
 
 // literalReader is a FETCH literal that remembers its read error, to tell
-// the source's failures from the target's.
+// the source's failures from the target's. A literal that ends before its
+// size is such a failure (io.ErrUnexpectedEOF): imapclient reports the
+// source closing its connection in the middle of a literal as the
+// literal's end, and a copy that trusted it would append a truncated
+// message.
 type literalReader struct {
 	r    io.Reader
 	size int64
+	n    int64
 	err  error
+}
+
+// newLiteralReader wraps a FETCH literal.
+func newLiteralReader(lit imap.LiteralReader) *literalReader {
+	return &literalReader{r: lit, size: lit.Size()}
 }
 
 func (l *literalReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if err == io.EOF && l.n < l.size {
+		err = fmt.Errorf("literal of %d bytes ended after %d: %w", l.size, l.n, io.ErrUnexpectedEOF)
+	}
 	if err != nil && err != io.EOF && l.err == nil {
 		l.err = err
 	}

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -93,5 +94,30 @@ func TestAppendFromSeqHint(t *testing.T) {
 				t.Fatalf("AppendFromSeq: %+v %v", res, err)
 			}
 		})
+	}
+}
+
+// TestAppendFromSourceCut: a source that hangs up in the middle of the
+// body literal (imapclient reads that as the literal's end) must not
+// produce an APPEND: the target's connection is closed before the
+// literal is finished, and the error is the source's, not an APPEND of
+// unknown outcome.
+func TestAppendFromSourceCut(t *testing.T) {
+	src := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), fetchScript(), []step{
+		sendRaw("* 2 FETCH (UID 42 BODY[] {10}\r\nhello"), hangup(),
+	})...), 5*time.Second))
+	dst := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), []step{
+		expect("$T APPEND INBOX {10}"), send("+ go"), stall(),
+	})...), 5*time.Second))
+	ctx := context.Background()
+	if _, err := src.Select(ctx, "INBOX", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := dst.AppendFrom(ctx, "INBOX", &imap.AppendOptions{}, src, 42)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrAppendUnknown) {
+		t.Errorf("AppendFrom: %v; want the source's unexpected EOF", err)
+	}
+	if !dst.Broken() {
+		t.Error("the target's connection is still open, in the middle of a literal")
 	}
 }
