@@ -1,13 +1,14 @@
 package merge
 
 // This file holds the engine of cross-account COPY and MOVE. Each message
-// is journaled in the store (store.Transfer) before any upstream work,
-// streamed from the source to the target (upstream.Client.AppendFrom:
-// FETCH BODY.PEEK[] feeding APPEND, never the whole message in memory),
-// and its row advanced once the target is known to have it (APPENDUID,
-// else a search by Message-ID and size); a MOVE deletes the source only
-// after that (UID STORE \Deleted + UID EXPUNGE of exactly those UIDs,
-// which needs UIDPLUS on the source). When anything fails half way, the
+// is journaled in the store (store.Transfer) before its APPEND, streamed
+// from the source to the target (upstream.Client.AppendRunFrom: one FETCH
+// BODY.PEEK[] of up to deleteBatch messages, each body feeding an APPEND
+// as it comes, never a whole message in memory), and its row advanced
+// once the target is known to have it (APPENDUID, else a search by
+// Message-ID and size); a MOVE deletes the source only after that (UID
+// STORE \Deleted + UID EXPUNGE of exactly those UIDs, which needs UIDPLUS
+// on the source). When anything fails half way, the
 // rows left unfinished are settled from the upstreams' truth
 // (transfer_recover.go), then or at the next hub start: a moved message
 // ends in exactly one place, a copied one in both; never none, never two.
@@ -109,12 +110,12 @@ func (t *Transfers) step(name string) error {
 	return t.fault(name)
 }
 
-// Run copies or moves the messages of req, one at a time, journaled. On
-// an error the result has what was done before it (MOVE: those messages
-// are gone from the source), and the failed message's row has been
-// settled where the upstreams allowed (else the next Recover settles
-// it). Messages another engine of this process is transferring are
-// waited for.
+// Run copies or moves the messages of req, one APPEND at a time,
+// journaled. On an error the result has what was done before it (MOVE:
+// those messages are gone from the source), and the failed message's row
+// has been settled where the upstreams allowed (else the next Recover
+// settles it). Messages another engine of this process is transferring
+// are waited for.
 func (t *Transfers) Run(ctx context.Context, req TransferRequest) (TransferResult, error) {
 	var res TransferResult
 	switch {
@@ -225,7 +226,8 @@ type pendingDelete struct {
 	uid imap.UID
 }
 
-// all transfers each message of metas, then deletes the moved ones.
+// all transfers the messages of metas in runs of deleteBatch, deleting
+// the moved ones after each run.
 func (r *transferRun) all(ctx context.Context, metas []upstream.MessageMeta) error {
 	_, data, err := r.cs.get(ctx, r.req.DstAccount, r.req.DstMailbox, false)
 	if err != nil {
@@ -233,12 +235,14 @@ func (r *transferRun) all(ctx context.Context, metas []upstream.MessageMeta) err
 	}
 	r.dstValidity, r.dstNext, r.perm = data.UIDValidity, data.UIDNext, data.PermanentFlags
 	r.res.DstUIDValidity = data.UIDValidity
-	for _, m := range metas {
-		if err := r.one(ctx, m); err != nil {
+	for len(metas) > 0 {
+		n := min(deleteBatch, len(metas))
+		if err := r.run(ctx, metas[:n]); err != nil {
 			if errors.Is(err, errCrash) {
 				return err
 			}
-			// The moved messages before this one still leave the source.
+			// The moved messages before the failure still leave the
+			// source.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 			ferr := r.flushDeletes(dctx)
 			cancel()
@@ -247,21 +251,90 @@ func (r *transferRun) all(ctx context.Context, metas []upstream.MessageMeta) err
 			}
 			return err
 		}
-		if len(r.pending) >= deleteBatch {
-			if err := r.flushDeletes(ctx); err != nil {
-				return err
-			}
+		if err := r.flushDeletes(ctx); err != nil {
+			return err
 		}
+		metas = metas[n:]
 	}
-	return r.flushDeletes(ctx)
+	return nil
 }
 
 // errCrash wraps the fault hook's errors: the run stops at once.
 var errCrash = errors.New("merge: transfer stopped by a fault")
 
-// one journals and streams one message and records where it went. A
-// failure after the journal row was written settles the row.
-func (r *transferRun) one(ctx context.Context, m upstream.MessageMeta) error {
+// run streams metas with one upstream run (upstream.AppendRunFrom: one
+// FETCH of their bodies, each fed to an APPEND as it comes), journaling
+// each message before its APPEND and recording it after. Messages the run
+// skipped (the source's sequence numbers moved under it) go one at a
+// time. A failure settles the row of the message it hit.
+func (r *transferRun) run(ctx context.Context, metas []upstream.MessageMeta) error {
+	req := r.req
+	src, _, err := r.cs.get(ctx, req.SrcAccount, req.SrcMailbox, req.Kind == store.TransferCopy)
+	if err != nil {
+		return err
+	}
+	dst, _, err := r.cs.get(ctx, req.DstAccount, req.DstMailbox, false)
+	if err != nil {
+		return err
+	}
+	items := make([]upstream.RunItem, len(metas))
+	for i, m := range metas {
+		items[i] = upstream.RunItem{UID: m.UID, Seq: r.seqHint(m)}
+	}
+	begun := make([]bool, len(metas))
+	var (
+		cur  store.Transfer // the row of the message in flight
+		kept []imap.Flag
+		open bool
+	)
+	err = dst.AppendRunFrom(ctx, req.DstMailbox, src, items, upstream.RunHooks{
+		Begin: func(i int) (*imap.AppendOptions, error) {
+			begun[i] = true
+			row, opts, k, err := r.begin(ctx, metas[i])
+			if err != nil {
+				return nil, err
+			}
+			cur, kept, open = row, k, true
+			return opts, nil
+		},
+		Done: func(i int, ar upstream.AppendResult) error {
+			if err := r.finish(ctx, metas[i], cur, kept, ar); err != nil {
+				return err
+			}
+			open = false
+			return nil
+		},
+	})
+	if err != nil {
+		if open && !errors.Is(err, errCrash) {
+			r.t.settleAfterFailure(ctx, cur, err)
+		}
+		return err
+	}
+	for i, m := range metas {
+		if begun[i] {
+			continue
+		}
+		if err := r.one(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seqHint is m's sequence number on the connection that read the
+// metadata, less the messages this run deleted there (0: unknown).
+func (r *transferRun) seqHint(m upstream.MessageMeta) uint32 {
+	if m.Seq > uint32(r.deleted) {
+		return m.Seq - uint32(r.deleted)
+	}
+	return 0
+}
+
+// begin journals m's transfer before its APPEND; it returns the row, the
+// APPEND's options, and the keywords the target cannot keep. An error
+// after the row was written is the fault hook's.
+func (r *transferRun) begin(ctx context.Context, m upstream.MessageMeta) (store.Transfer, *imap.AppendOptions, []imap.Flag, error) {
 	t, req := r.t, r.req
 	up, kept := splitFlags(withoutRecent(m.Flags), r.perm)
 	row := store.Transfer{
@@ -271,59 +344,64 @@ func (r *transferRun) one(ctx context.Context, m upstream.MessageMeta) error {
 		Size: m.Size, MessageID: m.MessageID, InternalDate: m.InternalDate,
 	}
 	if err := t.crashPoint("journal"); err != nil {
-		return err
+		return row, nil, nil, err
 	}
 	id, err := t.Store.AddTransfer(ctx, row)
 	if err != nil {
-		return err
+		return row, nil, nil, err
 	}
 	row.ID = id
-	dstUID, err := r.appendOne(ctx, m, up, row)
-	if err != nil {
-		if errors.Is(err, errCrash) {
-			return err
-		}
-		t.settleAfterFailure(ctx, row, err)
-		return err
+	if err := t.crashPoint("append"); err != nil {
+		return row, nil, nil, err
 	}
-	r.res.Done = append(r.res.Done, Transferred{SrcUID: m.UID, DstUID: dstUID, Kept: kept})
-	return nil
+	return row, &imap.AppendOptions{Flags: up, Time: m.InternalDate}, kept, nil
 }
 
-// appendOne streams the message and journals the target UID: "done" for
-// a COPY, "appended" with the delete queued for a MOVE.
-func (r *transferRun) appendOne(ctx context.Context, m upstream.MessageMeta, flags []imap.Flag, row store.Transfer) (imap.UID, error) {
-	t, req := r.t, r.req
+// one journals and streams one message by itself and records where it
+// went. A failure after the journal row was written settles the row.
+func (r *transferRun) one(ctx context.Context, m upstream.MessageMeta) error {
+	req := r.req
 	src, _, err := r.cs.get(ctx, req.SrcAccount, req.SrcMailbox, req.Kind == store.TransferCopy)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	dst, _, err := r.cs.get(ctx, req.DstAccount, req.DstMailbox, false)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if err := t.crashPoint("append"); err != nil {
-		return 0, err
-	}
-	var hint uint32
-	if m.Seq > uint32(r.deleted) {
-		hint = m.Seq - uint32(r.deleted)
-	}
-	ar, err := dst.AppendFromSeq(ctx, req.DstMailbox, &imap.AppendOptions{Flags: flags, Time: m.InternalDate}, src, m.UID, hint)
+	row, opts, kept, err := r.begin(ctx, m)
 	if err != nil {
-		return 0, err
+		return err
 	}
+	ar, err := dst.AppendFromSeq(ctx, req.DstMailbox, opts, src, m.UID, r.seqHint(m))
+	if err == nil {
+		err = r.finish(ctx, m, row, kept, ar)
+	}
+	if err != nil && !errors.Is(err, errCrash) {
+		r.t.settleAfterFailure(ctx, row, err)
+	}
+	return err
+}
+
+// finish records where an appended message went: the target UID in its
+// row, "done" for a COPY, "appended" with the delete queued for a MOVE.
+func (r *transferRun) finish(ctx context.Context, m upstream.MessageMeta, row store.Transfer, kept []imap.Flag, ar upstream.AppendResult) error {
+	t, req := r.t, r.req
 	if err := t.crashPoint("appended"); err != nil {
-		return 0, err
+		return err
 	}
 	dstUID := ar.UID
 	if dstUID == 0 || ar.UIDValidity != r.dstValidity {
+		dst, _, err := r.cs.get(ctx, req.DstAccount, req.DstMailbox, false)
+		if err != nil {
+			return err
+		}
 		uid, ok, err := t.findInTarget(ctx, dst, row, r.dstValidity)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if !ok {
-			return 0, fmt.Errorf("merge: transfer: appended message not found in %s %s", req.DstAccount, req.DstMailbox)
+			return fmt.Errorf("merge: transfer: appended message not found in %s %s", req.DstAccount, req.DstMailbox)
 		}
 		dstUID = uid
 	}
@@ -333,13 +411,14 @@ func (r *transferRun) appendOne(ctx context.Context, m upstream.MessageMeta, fla
 		row.State = store.TransferDone
 	}
 	if err := t.Store.UpdateTransfer(ctx, row); err != nil {
-		return 0, err
+		return err
 	}
 	r.dstNext = max(r.dstNext, dstUID+1)
 	if req.Kind == store.TransferMove {
 		r.pending = append(r.pending, pendingDelete{id: row.ID, uid: m.UID})
 	}
-	return dstUID, nil
+	r.res.Done = append(r.res.Done, Transferred{SrcUID: m.UID, DstUID: dstUID, Kept: kept})
+	return nil
 }
 
 // flushDeletes removes the pending moved messages from the source and
