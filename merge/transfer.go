@@ -27,9 +27,15 @@ import (
 	"imapproxy/upstream"
 )
 
-// deleteBatch is how many moved messages are deleted from the source in
-// one UID STORE + UID EXPUNGE.
+// deleteBatch is how many messages one upstream run streams (one source
+// FETCH), and how many moved ones are then deleted from the source in one
+// UID STORE + UID EXPUNGE.
 const deleteBatch = 64
+
+// metaBatch is how many messages' metadata one source FETCH reads before
+// they are transferred: a transfer's memory does not grow with its size
+// beyond the result (about 24 bytes a message).
+const metaBatch = 1024
 
 // Transfers copies and moves messages between the accounts of one merged
 // user, and recovers the transfers a crash or failure left unfinished.
@@ -48,6 +54,8 @@ type Transfers struct {
 	// error stops the transfer there as a crash would: nothing more is
 	// written, deleted or settled.
 	fault func(step string) error
+	// metaBatch, in tests, replaces metaBatch when not 0.
+	metaBatch int
 }
 
 // TransferRequest is a COPY or MOVE of messages of one source mailbox
@@ -162,42 +170,20 @@ func (t *Transfers) Run(ctx context.Context, req TransferRequest) (TransferResul
 	if move && !upstream.CanRemoveUIDs(src.Caps()) {
 		return res, errCannotMove
 	}
-	_, ddata, err := cs.get(ctx, req.DstAccount, req.DstMailbox, false)
-	if err != nil {
-		return res, err
-	}
-
 	settled, err := t.settleEarlier(ctx, cs, req, sdata.UIDValidity)
 	if err != nil {
 		return res, err
 	}
-	metas, err := src.FetchMeta(ctx, imap.UIDSetNum(req.UIDs...))
-	if err != nil {
+	run := &transferRun{t: t, cs: cs, req: req, srcValidity: sdata.UIDValidity, res: &res}
+	if err := run.start(ctx); err != nil {
 		return res, err
 	}
-	// Messages an earlier transfer already put into the target count as
-	// done (a MOVE's settling has deleted them from the source).
-	have := make(map[imap.UID]bool, len(metas))
-	var todo []upstream.MessageMeta
-	for _, m := range metas {
-		have[m.UID] = true
-		if _, ok := settled[m.UID]; !ok {
-			todo = append(todo, m)
+	uids := slices.Compact(slices.Sorted(slices.Values(req.UIDs)))
+	for chunk := range slices.Chunk(uids, cmp.Or(t.metaBatch, metaBatch)) {
+		if err = run.batch(ctx, chunk, settled); err != nil {
+			break
 		}
 	}
-	for _, u := range req.UIDs {
-		if row, ok := settled[u]; ok {
-			var dst imap.UID
-			if row.DstUIDValidity == ddata.UIDValidity {
-				dst = imap.UID(row.DstUID)
-			}
-			res.Done = append(res.Done, Transferred{SrcUID: u, DstUID: dst})
-		} else if !have[u] {
-			res.Missing = append(res.Missing, u)
-		}
-	}
-	run := &transferRun{t: t, cs: cs, req: req, srcValidity: sdata.UIDValidity, res: &res}
-	err = run.all(ctx, todo)
 	slices.SortFunc(res.Done, func(a, b Transferred) int { return cmp.Compare(a.SrcUID, b.SrcUID) })
 	return res, err
 }
@@ -226,15 +212,56 @@ type pendingDelete struct {
 	uid imap.UID
 }
 
-// all transfers the messages of metas in runs of deleteBatch, deleting
-// the moved ones after each run.
-func (r *transferRun) all(ctx context.Context, metas []upstream.MessageMeta) error {
+// start reads what the run needs of the target.
+func (r *transferRun) start(ctx context.Context) error {
 	_, data, err := r.cs.get(ctx, r.req.DstAccount, r.req.DstMailbox, false)
 	if err != nil {
 		return err
 	}
 	r.dstValidity, r.dstNext, r.perm = data.UIDValidity, data.UIDNext, data.PermanentFlags
 	r.res.DstUIDValidity = data.UIDValidity
+	return nil
+}
+
+// batch transfers the messages with uids (ascending), reading their
+// metadata first. Those an earlier transfer settled count as done (a
+// MOVE's settling has deleted them from the source); those the source
+// lacks are missing.
+func (r *transferRun) batch(ctx context.Context, uids []imap.UID, settled map[imap.UID]store.Transfer) error {
+	src, _, err := r.cs.get(ctx, r.req.SrcAccount, r.req.SrcMailbox, r.req.Kind == store.TransferCopy)
+	if err != nil {
+		return err
+	}
+	metas, err := src.FetchMeta(ctx, imap.UIDSetNum(uids...))
+	if err != nil {
+		return err
+	}
+	r.deleted = 0 // the sequence numbers are as of this FETCH
+	have := make(map[imap.UID]bool, len(metas))
+	var todo []upstream.MessageMeta
+	for _, m := range metas {
+		have[m.UID] = true
+		if _, ok := settled[m.UID]; !ok {
+			todo = append(todo, m)
+		}
+	}
+	for _, u := range uids {
+		if row, ok := settled[u]; ok {
+			var dst imap.UID
+			if row.DstUIDValidity == r.dstValidity {
+				dst = imap.UID(row.DstUID)
+			}
+			r.res.Done = append(r.res.Done, Transferred{SrcUID: u, DstUID: dst})
+		} else if !have[u] {
+			r.res.Missing = append(r.res.Missing, u)
+		}
+	}
+	return r.all(ctx, todo)
+}
+
+// all transfers the messages of metas in runs of deleteBatch, deleting
+// the moved ones after each run.
+func (r *transferRun) all(ctx context.Context, metas []upstream.MessageMeta) error {
 	for len(metas) > 0 {
 		n := min(deleteBatch, len(metas))
 		if err := r.run(ctx, metas[:n]); err != nil {

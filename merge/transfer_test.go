@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -277,12 +278,29 @@ func TestTransferMove1000(t *testing.T) {
 	}
 
 	uids := uidsOf(t, e.src, "INBOX")
+	// Metadata in batches of 300, 300, 300 and 100 messages, each moved
+	// in runs of at most 64: 5+5+5+2 body FETCHes, and no SEARCH (the
+	// sequence numbers come from the metadata, less what was deleted).
+	eng.metaBatch = 300
+	runFetches := regexp.MustCompile(`(?m)^\S+ FETCH \S+ \(UID BODY\.PEEK\[\]\)\r$`)
+	searches := regexp.MustCompile(`(?m)^\S+ (UID )?SEARCH `)
+	count := func(re *regexp.Regexp) int {
+		n := 0
+		for _, s := range e.src.sent() {
+			n += len(re.FindAllStringIndex(s, -1))
+		}
+		return n
+	}
+	fetches0, searches0 := count(runFetches), count(searches)
 	start := time.Now()
 	res, err := eng.Run(t.Context(), TransferRequest{Kind: store.TransferMove, SrcAccount: "src", SrcMailbox: "INBOX",
 		UIDs: uids, DstAccount: "dst", DstMailbox: "Archive"})
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if f, s := count(runFetches)-fetches0, count(searches)-searches0; f != 17 || s != 0 {
+		t.Errorf("the source got %d body FETCHes and %d SEARCHes; want 17 and 0", f, s)
 	}
 	t.Logf("MOVE of %d messages across accounts: %v (%.0f messages/s)", len(uids), elapsed, float64(len(uids))/elapsed.Seconds())
 	if len(res.Done) != 1000 || len(res.Missing) != 0 || res.DstUIDValidity == 0 {
