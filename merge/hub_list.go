@@ -19,10 +19,11 @@ import (
 // hierarchy delimiter and personal namespace, learned once from a pooled
 // client. An account that cannot be reached stays mounted (so that its
 // prefix keeps shadowing the primary account's folders of that name and
-// the INBOX stays where it is) but with a guessed namespace ("/", none)
-// until it is learned: its folders are missing from List and its
-// mailboxes fail to sync, the error is logged, and the next call tries
-// again and then returns a new tree. Trees are immutable: callers keep
+// the INBOX stays where it is). Its namespace is the one saved with its
+// folders by an earlier hub (hub_saved.go); if none was, a guessed one
+// ("/", none) until it is learned: its folders are missing from List and
+// its mailboxes fail to sync, the error is logged, and the next call
+// tries again and then returns a new tree. Trees are immutable: callers keep
 // the one they got for one command.
 func (h *Hub) Tree(ctx context.Context) (*router.Tree, error) {
 	t, _, err := h.tree(ctx)
@@ -42,6 +43,13 @@ func (h *Hub) tree(ctx context.Context) (*router.Tree, []string, error) {
 		pool := h.pools[a.Name]
 		c, err := pool.Get(ctx)
 		if err != nil {
+			// The namespace saved with the folders stands in until the
+			// hub ends (it changes only when the account moves server).
+			if sf, ok := h.loadFolders(ctx, a.Name); ok {
+				h.log.Warn("account unreachable, its folders as last seen are shown", "account", a.Name, "err", err)
+				learned = append(learned, router.TreeAccount{Name: a.Name, Prefix: a.Prefix, Delimiter: sf.Delimiter, Personal: sf.Personal})
+				continue
+			}
 			h.log.Warn("account unreachable, its folders are left out", "account", a.Name, "err", err)
 			continue
 		}
@@ -65,7 +73,7 @@ type accountList struct {
 	account string
 	list    []*imap.ListData
 	// down: the account could not be reached; list is its last answer
-	// (none if it never answered since the hub started).
+	// (as an earlier hub saved it if it has not answered this one).
 	down bool
 	// subs: list marks the subscribed folders \Subscribed.
 	subs bool
@@ -74,26 +82,38 @@ type accountList struct {
 // listAccounts LISTs every account of the tree, in order. An account
 // that fails is logged and given with its last answer, marked down, so
 // that its folders stay listed while it is unreachable (selecting one
-// then answers NO [UNAVAILABLE]).
+// then answers NO [UNAVAILABLE]). The last answer survives the hub in the
+// store (hub_saved.go), written when it changes.
 func (h *Hub) listAccounts(ctx context.Context, accounts []string) []accountList {
 	var out []accountList
 	for _, name := range accounts {
 		pool := h.pools[name]
 		c, err := pool.Get(ctx)
 		var l []*imap.ListData
+		var delim, personal string
 		subs := false
 		if err == nil {
 			l, err = c.List(ctx)
-			subs = c.ListsSubscriptions()
+			subs, delim, personal = c.ListsSubscriptions(), c.Delimiter(), c.PersonalPrefix()
 			pool.Put(c)
 		}
 		h.listMu.Lock()
+		last, had := h.lastList[name]
 		if err == nil {
 			h.lastList[name] = accountList{list: l, subs: subs}
 		} else {
-			l, subs = h.lastList[name].list, h.lastList[name].subs
+			l, subs = last.list, last.subs
 		}
 		h.listMu.Unlock()
+		switch {
+		case err == nil && (!had || subs != last.subs || !sameList(l, last.list)):
+			h.saveFolders(ctx, name, delim, personal, l, subs)
+		case err != nil && !had:
+			// Not listed since the hub started: as saved, if ever.
+			if sf, ok := h.loadFolders(ctx, name); ok {
+				l, subs = sf.list(), sf.Subs
+			}
+		}
 		if err != nil {
 			h.log.Warn("list: account unreachable, its last known folders are shown", "account", name, "folders", len(l), "err", err)
 		}

@@ -509,6 +509,41 @@ func TestHubUnreachableAccount(t *testing.T) {
 	}
 }
 
+// TestHubUnreachableAtStart: an account down when a hub starts shows the
+// folders an earlier hub listed (saved in the store), marked down, with
+// SELECT answering unavailable; the reachable account is unaffected.
+func TestHubUnreachableAtStart(t *testing.T) {
+	e := newHubEnv(t, "Work")
+	e.work.put("INBOX")
+	ctx := context.Background()
+	m1 := e.manager(time.Minute)
+	h1, _ := e.attach(m1)
+	before, _, err := h1.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1.Close()
+
+	e.spec.Accounts[1].Options.Address = closedAddr(t)
+	h2, sub := e.attach(e.manager(time.Minute))
+	after, down, err := h2.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(folderNames(after), folderNames(before)) || !slices.Equal(down, []string{"home"}) {
+		t.Errorf("List with home down = %q, down %q; want %q, down [home]", folderNames(after), down, folderNames(before))
+	}
+	if !slices.ContainsFunc(folderNames(after), func(n string) bool { return strings.HasPrefix(n, "Home/") }) {
+		t.Errorf("no folder of home listed: %q", folderNames(after))
+	}
+	if _, err := h2.Select(ctx, sub, "Home/INBOX"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("select Home/INBOX: %v", err)
+	}
+	if v, err := h2.Select(ctx, sub, "Work/INBOX"); err != nil || len(v.Messages) != 1 {
+		t.Errorf("select Work/INBOX: %+v, %v", v, err)
+	}
+}
+
 func TestHubAccountComesBack(t *testing.T) {
 	e := newHubEnv(t, "Work")
 	addr := closedAddr(t)
