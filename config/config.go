@@ -314,6 +314,25 @@ type Plugin struct {
 	Env map[string]string `toml:"env"`
 	// CacheTTL keeps answers this long (0: every login asks the plugin).
 	CacheTTL Duration `toml:"cache_ttl"`
+	// BearerTokens says that an authenticator plugin verifies OAuth 2.0
+	// bearer tokens: AUTHENTICATE OAUTHBEARER and XOAUTH2 are offered even
+	// without [oauth].
+	BearerTokens bool `toml:"bearer_tokens"`
+}
+
+// BearerTokens reports whether logins with OAuth 2.0 bearer tokens can
+// be verified: [oauth] is configured or an authenticator plugin says it
+// verifies them.
+func (c *Config) BearerTokens() bool {
+	if c.OAuth.Enabled() {
+		return true
+	}
+	for _, p := range c.Plugins {
+		if p.Kind == PluginAuthenticator && p.BearerTokens {
+			return true
+		}
+	}
+	return false
 }
 
 // Enabled reports whether bearer tokens are configured.

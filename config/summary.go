@@ -60,7 +60,11 @@ func (c *Config) Summary() string {
 	if len(c.Plugins) > 0 {
 		fmt.Fprintf(&b, "plugins: %d\n", len(c.Plugins))
 		for _, p := range c.Plugins {
-			fmt.Fprintf(&b, "  %s %s: %s (timeout %s, on_error=%s)\n", p.Name, p.Kind, p.Command, shortDuration(p.Timeout.D()), p.OnError)
+			tokens := ""
+			if p.BearerTokens {
+				tokens = ", bearer tokens"
+			}
+			fmt.Fprintf(&b, "  %s %s: %s (timeout %s, on_error=%s%s)\n", p.Name, p.Kind, p.Command, shortDuration(p.Timeout.D()), p.OnError, tokens)
 		}
 	}
 	if c.Admin.Address != "" {

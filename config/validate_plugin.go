@@ -49,6 +49,9 @@ func (v *validator) plugins() {
 		if p.CacheTTL < 0 {
 			v.addf(at.with("cache_ttl"), "must not be negative")
 		}
+		if p.BearerTokens && p.Kind != PluginAuthenticator {
+			v.addf(at.with("bearer_tokens"), "only an authenticator plugin verifies tokens (this one is %s)", quoteShort(string(p.Kind)))
+		}
 		v.enum(at.with("on_error"), string(p.OnError), onErrors)
 		names := make([]string, 0, len(p.Env))
 		for k := range p.Env {

@@ -239,6 +239,16 @@ func TestPluginValidation(t *testing.T) {
 	if s := cfg.Summary(); !strings.Contains(s, "dir authenticator: /usr/lib/p (timeout 3s, on_error=deny)") || strings.Contains(s, "UTC") {
 		t.Errorf("summary:\n%s", s)
 	}
+	if cfg.BearerTokens() {
+		t.Error("bearer tokens without [oauth] or a plugin that verifies them")
+	}
+	cfg, err = Parse([]byte(good+"bearer_tokens = true\n"), "p.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.BearerTokens() || !strings.Contains(cfg.Summary(), "on_error=deny, bearer tokens)") {
+		t.Errorf("an authenticator plugin with bearer_tokens: %v\n%s", cfg.BearerTokens(), cfg.Summary())
+	}
 	for _, tc := range []struct{ text, want string }{
 		{"[[plugin]]\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n", "p.toml:5: plugin[0].name: required"},
 		{"[[plugin]]\nname = \"a\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n", "plugin[0].kind: required"},
@@ -251,6 +261,8 @@ func TestPluginValidation(t *testing.T) {
 		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\n",
 			"p.toml:11: plugin[1].name: \"a\" is also plugin[0].name"},
 		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\nretries = 3\n", "p.toml:10: plugin[0].retries: unknown key"},
+		{"[[plugin]]\nname = \"a\"\nkind = \"router\"\ncommand = \"/p\"\nsha256 = \"" + sum + "\"\nbearer_tokens = true\n",
+			"p.toml:10: plugin[0].bearer_tokens: only an authenticator plugin verifies tokens (this one is \"router\")"},
 	} {
 		_, err := Parse([]byte(base+tc.text), "p.toml")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

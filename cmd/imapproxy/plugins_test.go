@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -426,6 +427,73 @@ verify = "proxy"
 	}
 	if !strings.Contains(logs.String(), `msg="plugin call failed" component=plugins plugin=httpauth user=demo remote=127.0.0.1`) {
 		t.Errorf("no log line for the failed call")
+	}
+}
+
+// TestPluginBearerTokens: an authenticator plugin with bearer_tokens
+// verifies OAuth 2.0 tokens without [oauth]: the mechanisms are offered,
+// AUTHENTICATE XOAUTH2 and OAUTHBEARER reach the plugin as tokens (the
+// httpauth example says "Auth-Method: oauthbearer"), and a token it
+// refuses gets the RFC 7628 error challenge, then NO.
+func TestPluginBearerTokens(t *testing.T) {
+	up, err := startDemoUpstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	const token = "tkn-5c1d0a77e2b94f"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Auth-Method") == "oauthbearer" && r.Header.Get("Auth-User") == "demo" && r.Header.Get("Auth-Pass") == token {
+			w.Header().Set("Auth-Status", "OK")
+		} else {
+			w.Header().Set("Auth-Status", "Invalid token")
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("DEMO_UPSTREAM_PW", demoPassword)
+	in, logs := servePlugins(t, fmt.Sprintf(`
+[[upstream]]
+name = "mem"
+address = %q
+tls = "none"
+[[route]]
+match = "*"
+upstream = "mem"
+username = "demo"
+password = "env:DEMO_UPSTREAM_PW"
+verify = "proxy"
+%s`, up.Addr().String(), pluginTOML(t, "httpauth", "authenticator", "bearer_tokens = true", "-url", srv.URL)))
+
+	c := dialIMAP(t, in)
+	lines, l := c.cmd("a", "CAPABILITY")
+	if !strings.HasPrefix(l, "a OK") || len(lines) == 0 || !strings.Contains(lines[0], "AUTH=XOAUTH2") || !strings.Contains(lines[0], "AUTH=OAUTHBEARER") {
+		t.Fatalf("CAPABILITY: %q %q", lines, l)
+	}
+	xoauth2 := func(tok string) string {
+		return base64.StdEncoding.EncodeToString([]byte("user=demo\x01auth=Bearer " + tok + "\x01\x01"))
+	}
+	if _, l := c.cmd("b", "AUTHENTICATE XOAUTH2 "+xoauth2(token)); !strings.HasPrefix(l, "b OK") {
+		t.Fatalf("XOAUTH2: %q", l)
+	}
+	if _, l := c.cmd("c", "SELECT INBOX"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("SELECT after XOAUTH2: %q", l)
+	}
+	c2 := dialIMAP(t, in)
+	bearer := base64.StdEncoding.EncodeToString([]byte("n,a=demo,\x01auth=Bearer " + token + "\x01\x01"))
+	if _, l := c2.cmd("a", "AUTHENTICATE OAUTHBEARER "+bearer); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("OAUTHBEARER: %q", l)
+	}
+	c3 := dialIMAP(t, in)
+	fmt.Fprintf(c3.conn, "a AUTHENTICATE XOAUTH2 %s\r\n", xoauth2("tkn-wrong"))
+	if l := c3.line(); !strings.HasPrefix(l, "+ ") {
+		t.Fatalf("refused token: %q, want the error challenge", l)
+	}
+	fmt.Fprintf(c3.conn, "\r\n")
+	if l := c3.line(); !strings.HasPrefix(l, "a NO") {
+		t.Fatalf("refused token: %q", l)
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Error("the token is in the log")
 	}
 }
 

@@ -153,7 +153,7 @@ func startInstance(cfg *config.Config, logger *slog.Logger) (*instance, error) {
 		Certs:        in.certs,
 		Logger:       logger,
 		Metrics:      proxy.NewMetrics(reg),
-		BearerTokens: oauth != nil,
+		BearerTokens: cfg.BearerTokens(),
 		Revoked:      st.store.RevokedAppPasswords,
 		Merge:        in.merge,
 		Planner:      host.Planner(),
