@@ -3,6 +3,7 @@ package plugins
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"testing"
@@ -19,6 +20,15 @@ var built map[string]string
 // TestMain builds the example plugins into a temporary directory, runs
 // the tests, then checks for leaked goroutines.
 func TestMain(m *testing.M) {
+	if paths := os.Getenv(helperEnv); paths != "" {
+		// A helper process of a test (TestPluginsDieWithTheProxy): the
+		// parent built the plugins.
+		if err := json.Unmarshal([]byte(paths), &built); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "imapproxy-plugins-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
