@@ -16,6 +16,7 @@ import (
 	"imapproxy/auth"
 	"imapproxy/config"
 	pluginpb "imapproxy/plugins/proto"
+	"imapproxy/plugins/sdk"
 	"imapproxy/router"
 )
 
@@ -60,11 +61,7 @@ func (s *scripted) Route(context.Context, *pluginpb.RouteRequest) (*pluginpb.Rou
 // helpers: everything but the child process.
 func inProcess(t *testing.T, kind config.PluginKind, s *scripted, onError config.PluginOnError) *process {
 	t.Helper()
-	set := plugin.PluginSet{
-		authenticatorName: &grpcService{register: func(g *grpc.Server) { pluginpb.RegisterAuthenticatorServer(g, s) }},
-		routerName:        &grpcService{register: func(g *grpc.Server) { pluginpb.RegisterRouterServer(g, s) }},
-	}
-	client, server := plugin.TestPluginGRPCConn(t, false, set)
+	client, server := plugin.TestPluginGRPCConn(t, false, sdk.Services(s, s))
 	t.Cleanup(func() {
 		// The server first: a client's Close would otherwise stop it from
 		// a handler while Stop runs here (a race in go-plugin).

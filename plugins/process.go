@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"imapproxy/config"
+	"imapproxy/plugins/sdk"
 )
 
 // Restart delays: the first restart after a crash waits minBackoff, each
@@ -88,8 +89,8 @@ func (p *process) start() error {
 	}
 	name := kindName(p.cfg.Kind)
 	c := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  Handshake,
-		Plugins:          hostPlugins(name),
+		HandshakeConfig:  sdk.Handshake,
+		Plugins:          plugin.PluginSet{name: &sdk.Service{}},
 		Cmd:              cmd,
 		SecureConfig:     &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -125,9 +126,9 @@ func (p *process) start() error {
 
 func kindName(k config.PluginKind) string {
 	if k == config.PluginRouter {
-		return routerName
+		return sdk.RouterService
 	}
-	return authenticatorName
+	return sdk.AuthenticatorService
 }
 
 // supervise restarts the plugin when its process dies, with growing

@@ -29,8 +29,8 @@ import (
 	"os"
 	"strings"
 
-	"imapproxy/plugins"
 	pluginpb "imapproxy/plugins/proto"
+	"imapproxy/plugins/sdk"
 	"imapproxy/router"
 )
 
@@ -121,5 +121,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "domainrouter:", err)
 		os.Exit(1)
 	}
-	plugins.Serve(nil, d)
+	sdk.Serve(nil, d)
 }

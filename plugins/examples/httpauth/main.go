@@ -38,8 +38,8 @@ import (
 	"strings"
 	"time"
 
-	"imapproxy/plugins"
 	pluginpb "imapproxy/plugins/proto"
+	"imapproxy/plugins/sdk"
 )
 
 type httpAuth struct {
@@ -104,5 +104,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "httpauth: -url must be an http:// or https:// URL")
 		os.Exit(2)
 	}
-	plugins.Serve(&httpAuth{url: *endpoint, client: &http.Client{Timeout: *timeout}}, nil)
+	sdk.Serve(&httpAuth{url: *endpoint, client: &http.Client{Timeout: *timeout}}, nil)
 }

@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"imapproxy/auth"
-	"imapproxy/plugins"
 	pluginpb "imapproxy/plugins/proto"
+	"imapproxy/plugins/sdk"
 )
 
 type user struct {
@@ -120,5 +120,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "userfile:", err)
 		os.Exit(1)
 	}
-	plugins.Serve(d, nil)
+	sdk.Serve(d, nil)
 }
