@@ -37,24 +37,42 @@ import (
 // alice's password.
 func mergeDovecotConfig(t testing.TB, work, home *dovecot.Server) *config.Config {
 	t.Helper()
-	cfg := baseConfig(config.TLSImplicit, work.TLSAddr)
+	return mergeConfigFor(upstreamFor(t, "work", work), upstreamFor(t, "home", home))
+}
+
+// dovecotUpstream is what a proxy's config needs of a Dovecot: its TLS
+// address and a file with its certificate.
+type dovecotUpstream struct {
+	Addr   string `json:"addr"`
+	CAFile string `json:"ca_file"`
+}
+
+// upstreamFor writes d's certificate into a file for the config.
+func upstreamFor(t testing.TB, name string, d *dovecot.Server) dovecotUpstream {
+	t.Helper()
+	caFile := filepath.Join(t.TempDir(), name+"-ca.pem")
+	if err := os.WriteFile(caFile, d.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dovecotUpstream{Addr: d.TLSAddr, CAFile: caFile}
+}
+
+// mergeConfigFor is mergeDovecotConfig's config: alice merges work's and
+// home's alice under the prefixes Work and Home, with a unified INBOX.
+func mergeConfigFor(work, home dovecotUpstream) *config.Config {
+	cfg := baseConfig(config.TLSImplicit, work.Addr)
 	cfg.Routes = nil
-	var ups []config.Upstream
+	cfg.Upstreams = nil
 	for _, u := range []struct {
 		name string
-		d    *dovecot.Server
+		up   dovecotUpstream
 	}{{"work", work}, {"home", home}} {
-		caFile := filepath.Join(t.TempDir(), u.name+"-ca.pem")
-		if err := os.WriteFile(caFile, u.d.CertPEM, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ups = append(ups, config.Upstream{
-			Name: u.name, Address: u.d.TLSAddr, TLS: config.TLSImplicit, CAFile: caFile,
+		cfg.Upstreams = append(cfg.Upstreams, config.Upstream{
+			Name: u.name, Address: u.up.Addr, TLS: config.TLSImplicit, CAFile: u.up.CAFile,
 			ConnectTimeout: config.Duration(10 * time.Second),
 			CommandTimeout: config.Duration(20 * time.Second),
 		})
 	}
-	cfg.Upstreams = ups
 	pw := config.Secret{Kind: config.SecretPassthrough}
 	cfg.Users = []config.User{{
 		Name: "alice", Mode: config.ModeMerge, UnifiedInbox: true, DefaultAccount: "work",

@@ -3,20 +3,17 @@ package proxy
 // Cross-account COPY and MOVE of a merged account through the proxy,
 // against two real Dovecot 2.3 instances (internal/dovecot): 1,000
 // messages moved and compared byte for byte with what each Dovecot holds,
-// COPYUID checked against FETCH, and the target Dovecot killed in the
-// middle of a MOVE, then restarted with the proxy, with nothing lost or
-// duplicated after recovery. Skipped when Dovecot is not installed,
+// COPYUID checked against FETCH (the kill tests are in
+// merge_kill_dovecot_test.go). Skipped when Dovecot is not installed,
 // failing instead when IMAPPROXY_TEST_DOVECOT=1.
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +22,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"imapproxy/internal/dovecot"
-	"imapproxy/store"
 )
 
 // transferMessages returns n messages named by tag, of 300 bytes to about
@@ -310,136 +306,6 @@ func mustValidity(t *testing.T, c *imapclient.Client, mailbox string) uint32 {
 		t.Fatal(err)
 	}
 	return sd.UIDValidity
-}
-
-// TestMergeTransferDovecotKillTarget kills the target Dovecot in the
-// middle of a cross-account UID MOVE, at a point a seeded RNG picks,
-// several times: each time the target is restarted (same directory and
-// ports) and a new proxy on the same state recovers the unfinished
-// transfers. After each recovery both mailboxes together hold every
-// message once; at the end the target holds them all and the journal
-// has nothing unfinished.
-func TestMergeTransferDovecotKillTarget(t *testing.T) {
-	work := dovecot.StartT(t, dovecot.Options{})
-	home := dovecot.StartT(t, dovecot.Options{})
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("IMAPPROXY_TEST_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	t.Logf("seed %d (IMAPPROXY_TEST_SEED repeats it)", seed)
-	rng := rand.New(rand.NewPCG(seed, 6))
-	const n = 200
-	if err := work.DeliverMessages("alice", "Crash", transferMessages(rng, "crash", n, 64<<10)...); err != nil {
-		t.Fatal(err)
-	}
-	if err := home.DeliverMessages("alice", "Crash"); err != nil {
-		t.Fatal(err)
-	}
-	out, err := home.Doveadm("mailbox", "path", "-u", "alice", "Crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	homeDir := strings.TrimSpace(string(out))
-	want := single(t, directState(t, work, "Crash"))
-	cfg := mergeDovecotConfig(t, work, home)
-	dbPath := filepath.Join(t.TempDir(), "state.db")
-
-	const rounds = 3
-	for round := 0; round <= rounds; round++ {
-		// A new proxy on the same state: its hub recovers at start.
-		p := startMergeProxyAt(t, cfg, dbPath)
-		c := dialMerged(t, p.addr, nil)
-		var d string
-		// Recovery may have to wait for the restarted Dovecot and retry.
-		// A kill between the creation of dovecot-uidlist.lock and the
-		// write of its PID leaves an empty dotlock, which Dovecot only
-		// takes as stale when it is two minutes old: until then every
-		// SELECT of the folder stalls (the proxy's watchdog cuts it at
-		// 20s and recovery retries with backoff). Most rounds settle in
-		// about a second; the window covers the two minutes and a retry.
-		started := time.Now()
-		const window = 4 * time.Minute
-		for {
-			d = exactlyOnce(want, directState(t, work, "Crash"), directState(t, home, "Crash"))
-			if d == "" || time.Since(started) > window {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if d != "" {
-			t.Fatalf("round %d, %v after the proxy restarted: %s", round, window, d)
-		}
-		t.Logf("round %d: consistent %v after the proxy restarted", round, time.Since(started).Round(time.Millisecond))
-		sd, err := c.Select("Work/Crash", nil).Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if round == rounds || sd.NumMessages == 0 {
-			// The last round moves the rest undisturbed.
-			if sd.NumMessages > 0 {
-				if _, err := c.Move(imap.UIDSet{{Start: 1, Stop: 0}}, "Home/Crash").Wait(); err != nil {
-					t.Fatalf("final UID MOVE: %v", err)
-				}
-			}
-			c.Logout().Wait()
-			p.stop()
-			break
-		}
-		// Kill home once the target has a few more messages.
-		have := countFiles(homeDir)
-		kill := have + 1 + rng.IntN(max(1, min(40, int(sd.NumMessages)-1)))
-		done := make(chan error, 1)
-		go func() {
-			_, err := c.Move(imap.UIDSet{{Start: 1, Stop: 0}}, "Home/Crash").Wait()
-			done <- err
-		}()
-		var moveErr error
-		finished := false
-	wait:
-		for {
-			select {
-			case moveErr = <-done:
-				finished = true
-				break wait
-			case <-time.After(2 * time.Millisecond):
-				if countFiles(homeDir) >= kill {
-					break wait
-				}
-			}
-		}
-		if err := home.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		if !finished {
-			moveErr = <-done
-		}
-		t.Logf("round %d: killed the target at %d messages (asked for %d of %d); the MOVE returned %v",
-			round, countFiles(homeDir), kill, n, moveErr)
-		c.Close()
-		p.stop()
-		if err := home.Restart(); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	if d := exactlyOnce(want, directState(t, home, "Crash")); d != "" {
-		t.Errorf("home's Crash at the end: %s", d)
-	}
-	if left := directState(t, work, "Crash"); len(left) != 0 {
-		t.Errorf("work's Crash at the end holds %d messages", len(left))
-	}
-	st, err := store.OpenSQLite(context.Background(), dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	rows, err := st.ListTransfers(context.Background(), "alice", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) != 0 {
-		t.Errorf("%d transfers unfinished at the end: %+v", len(rows), rows)
-	}
 }
 
 // countFiles counts the message files of a maildir (new and cur).
