@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/term"
+
 	"imapproxy/auth"
 	"imapproxy/config"
 	"imapproxy/store"
@@ -174,6 +176,52 @@ func checkUserName(name string) error {
 		}
 	}
 	return nil
+}
+
+// readSecret reads a secret for an admin verb: typed at a terminal, it
+// is asked for on stderr, twice, without echo; otherwise (a script) it is
+// the first line of stdin (readSecretLine).
+func readSecret(stdin io.Reader, stderr io.Writer, what string) (string, error) {
+	f, ok := stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return readSecretLine(bufio.NewReader(stdin), what)
+	}
+	fd := int(f.Fd())
+	ask := func(prompt string) (string, error) {
+		fmt.Fprint(stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", what, err)
+		}
+		return string(b), nil
+	}
+	first, err := ask(capitalize(what) + ": ")
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case first == "":
+		return "", fmt.Errorf("no %s typed", what)
+	case len(first) > auth.MaxPasswordLength:
+		return "", fmt.Errorf("the %s is longer than %d bytes", what, auth.MaxPasswordLength)
+	}
+	again, err := ask("The same again: ")
+	if err != nil {
+		return "", err
+	}
+	if again != first {
+		return "", fmt.Errorf("the two %ss differ", what)
+	}
+	return first, nil
+}
+
+// capitalize upper-cases the first letter of an ASCII word.
+func capitalize(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
 }
 
 // readSecretLine reads one line from r without its line ending; what the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -44,7 +43,7 @@ func runUserAdd(args []string, stdout, stderr io.Writer, stdin io.Reader) int {
 	}
 	defer a.close()
 	name := pos[0]
-	pw, err := readSecretLine(bufio.NewReader(stdin), "password")
+	pw, err := readSecret(stdin, stderr, "password")
 	if err != nil {
 		return a.fail("%v", err)
 	}
@@ -80,7 +79,7 @@ func runUserPasswd(args []string, stdout, stderr io.Writer, stdin io.Reader) int
 	} else if !ok {
 		return a.fail("no user %s in the store%s", name, a.configHint(name))
 	}
-	pw, err := readSecretLine(bufio.NewReader(stdin), "password")
+	pw, err := readSecret(stdin, stderr, "password")
 	if err != nil {
 		return a.fail("%v", err)
 	}
@@ -266,7 +265,7 @@ func runUserUpstreamPassword(args []string, stdout, stderr io.Writer, stdin io.R
 	if err := a.st.needSealer(); err != nil {
 		return a.fail("%v", err)
 	}
-	pw, err := readSecretLine(bufio.NewReader(stdin), "upstream password")
+	pw, err := readSecret(stdin, stderr, "upstream password")
 	if err != nil {
 		return a.fail("%v", err)
 	}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"strings"
 
 	"imapproxy/auth"
 )
@@ -14,14 +12,9 @@ func runHashPassword(args []string, stdout, stderr io.Writer, stdin io.Reader) i
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && err != io.EOF {
-		fmt.Fprintf(stderr, "imapproxy hash-password: read password: %v\n", err)
-		return 1
-	}
-	pw := strings.TrimRight(line, "\r\n")
-	if pw == "" {
-		fmt.Fprintln(stderr, "imapproxy hash-password: no password on standard input")
+	pw, err := readSecret(stdin, stderr, "password")
+	if err != nil {
+		fmt.Fprintf(stderr, "imapproxy hash-password: %v\n", err)
 		return 1
 	}
 	h, err := auth.HashPassword(pw)

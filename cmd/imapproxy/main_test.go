@@ -27,6 +27,11 @@ var builtPlugins map[string]string
 // TestMain builds the example plugins, runs the tests and checks for
 // leaked goroutines.
 func TestMain(m *testing.M) {
+	if args := os.Getenv(commandHelperEnv); args != "" {
+		// A helper process: the imapproxy command itself (see
+		// runCommandProcess).
+		os.Exit(run(strings.Fields(args), os.Stdout, os.Stderr, os.Stdin))
+	}
 	dir, err := os.MkdirTemp("", "imapproxy-cmd-plugins-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
