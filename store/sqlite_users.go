@@ -81,6 +81,28 @@ func (s *SQLite) ListUsers(ctx context.Context) ([]User, error) {
 	return users, nil
 }
 
+// CredentialUsers implements Store.
+func (s *SQLite) CredentialUsers(ctx context.Context) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx,
+		`SELECT username FROM totp UNION SELECT username FROM app_passwords ORDER BY username`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list credential users: %w", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("store: list credential users: %w", err)
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list credential users: %w", err)
+	}
+	return names, nil
+}
+
 // SetPasswordHash implements Store.
 func (s *SQLite) SetPasswordHash(ctx context.Context, name, hash string) error {
 	return s.execOne(ctx, "set password hash",

@@ -93,6 +93,10 @@ type Store interface {
 	AddUser(ctx context.Context, u User) error // ErrExists
 	GetUser(ctx context.Context, name string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error) // by name
+	// CredentialUsers returns, by name, the login names that have a TOTP
+	// enrolment or an app password, with or without a user row (users
+	// the upstream verifies have none).
+	CredentialUsers(ctx context.Context) ([]string, error)
 	SetPasswordHash(ctx context.Context, name, hash string) error
 	SetDisabled(ctx context.Context, name string, disabled bool) error
 	SetSealedUpstreamPassword(ctx context.Context, name string, sealed []byte) error // nil clears

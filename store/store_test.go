@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -211,6 +212,31 @@ func TestTOTP(t *testing.T) {
 		must(t, s.DeleteTOTP(ctx, "ann"))
 		if _, err := s.GetTOTP(ctx, "ann"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("GetTOTP after DeleteTOTP: %v", err)
+		}
+	})
+}
+
+// TestCredentialUsers: the names with a TOTP enrolment or an app
+// password, each once, sorted, whether or not they have a user row.
+func TestCredentialUsers(t *testing.T) {
+	forEach(t, func(t *testing.T, ctx context.Context, s Store) {
+		names, err := s.CredentialUsers(ctx)
+		if err != nil || len(names) != 0 {
+			t.Fatalf("empty store: %q, %v", names, err)
+		}
+		must(t, s.AddUser(ctx, User{Name: "zed", Created: base, Updated: base}))
+		must(t, s.PutTOTP(ctx, TOTP{User: "carl", SealedSecret: []byte("x"), Created: base}))
+		must(t, s.PutTOTP(ctx, TOTP{User: "ann", SealedSecret: []byte("x"), Created: base}))
+		for _, ap := range []AppPassword{{User: "ann", Name: "phone", Hash: []byte("h1")}, {User: "bob", Name: "laptop", Hash: []byte("h2")},
+			{User: "bob", Name: "phone", Hash: []byte("h3")}} {
+			if _, err := s.AddAppPassword(ctx, ap); err != nil {
+				t.Fatal(err)
+			}
+		}
+		names, err = s.CredentialUsers(ctx)
+		must(t, err)
+		if want := []string{"ann", "bob", "carl"}; !slices.Equal(names, want) {
+			t.Errorf("CredentialUsers = %q, want %q", names, want)
 		}
 	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"imapproxy/auth"
 	"imapproxy/config"
+	"imapproxy/store"
 )
 
 // adminConfig writes a config whose state is in a temp dir; with withKey,
@@ -138,12 +139,17 @@ func TestAdminUsers(t *testing.T) {
 	if !strings.Contains(out, "Disabled") {
 		t.Errorf("disable: %q", out)
 	}
+	// A user the upstream verifies has no row, but may have enrolled.
+	if err := st.store.PutTOTP(ctx, store.TOTP{User: "dave", SealedSecret: []byte("x"), Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	out, _ = mustRun(t, 0, "", "user", "list", "-config", cfg)
 	if strings.Contains(out, "$argon2") || strings.Contains(out, u.PasswordHash) {
 		t.Fatalf("list shows a hash:\n%s", out)
 	}
 	if !regexp.MustCompile(`(?m)^alice +store +yes +no +no +0 +\d{4}-`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^carol +config\+store\(no-password\) +no +no +stored +0 `).MatchString(out) {
+		!regexp.MustCompile(`(?m)^carol +config\+store\(no-password\) +no +no +stored +0 `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^dave +upstream +no +unconfirmed +no +0 `).MatchString(out) {
 		t.Errorf("list:\n%s", out)
 	}
 	mustRun(t, 0, "", "user", "enable", "alice", "-config", cfg)
@@ -359,8 +365,10 @@ func TestAdminAppPasswords(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^phone +read-only .* \d{4}-\S+$`).MatchString(list) {
 		t.Errorf("revoked not shown as revoked:\n%s", list)
 	}
-	if out, _ := mustRun(t, 0, "", "user", "list", "-config", cfg); strings.Contains(out, "alice") {
-		t.Errorf("app passwords made a store user:\n%s", out)
+	// Listed as the upstream's user with one live app password: no store
+	// row was made for them.
+	if out, _ := mustRun(t, 0, "", "user", "list", "-config", cfg); !regexp.MustCompile(`(?m)^alice +upstream +no +no +no +1 +-$`).MatchString(out) {
+		t.Errorf("user list:\n%s", out)
 	}
 
 	out, _ = mustRun(t, 0, "", "audit", "-config", cfg, "-n", "2")

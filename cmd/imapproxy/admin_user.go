@@ -137,6 +137,18 @@ func runUserList(args []string, stdout, stderr io.Writer, _ io.Reader) int {
 		inStore[k] = len(rows)
 		rows = append(rows, row{name: k, source: "config"})
 	}
+	// Users the upstream verifies have no row, but may have a TOTP
+	// enrolment or app passwords.
+	others, err := a.st.store.CredentialUsers(ctx)
+	if err != nil {
+		return a.fail("list users: %v", err)
+	}
+	for _, name := range others {
+		if _, ok := inStore[name]; !ok {
+			inStore[name] = len(rows)
+			rows = append(rows, row{name: name, source: "upstream"})
+		}
+	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
 	if len(rows) == 0 {
 		fmt.Fprintln(stderr, "no users (add one with 'imapproxy user add')")
