@@ -44,7 +44,8 @@ type RunHooks struct {
 //
 // Items whose sequence number shows another UID, or no message, are
 // skipped: Begin is not called for them, and the caller moves them with
-// AppendFromSeq. A source that sends a body before its UID ends the run
+// AppendFromSeq. So are those left when the source refuses the FETCH
+// (a sequence number beyond the mailbox). A source that sends a body before its UID ends the run
 // with ErrBodyBeforeUID.
 //
 // The error is Begin's or Done's as they returned it, the target's for
@@ -145,5 +146,12 @@ func (c *Client) appendRun(ctx context.Context, mailbox string, sic *imapclient.
 			}
 		}
 	}
-	return cmd.Close(), nil
+	err := cmd.Close()
+	if _, refused := errors.AsType[*imap.Error](err); refused {
+		// A NO or BAD: most likely a sequence number beyond the mailbox
+		// (another client expunged messages meanwhile). The connection
+		// is fine; the items not moved are the caller's to look up.
+		return nil, nil
+	}
+	return err, nil
 }

@@ -116,3 +116,25 @@ func TestAppendRunFromTargetRefuses(t *testing.T) {
 		t.Errorf("broken: source %v, target %v; want true, false", src.Broken(), dst.Broken())
 	}
 }
+
+// TestAppendRunFromRefused: a source that refuses the FETCH (a sequence
+// number beyond the mailbox, after another client's expunge) leaves
+// every item to the caller, its connection usable.
+func TestAppendRunFromRefused(t *testing.T) {
+	src := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), []step{
+		expect("$T SELECT INBOX"), send("* 2 EXISTS"), send("* OK [UIDVALIDITY 7] ok"), send("$T OK [READ-WRITE] done"),
+		expect("$T FETCH 2:4 (UID BODY.PEEK[])"), send("$T BAD Error in IMAP command FETCH: Invalid messageset"),
+		stall(),
+	})...), 5*time.Second))
+	if _, err := src.Select(context.Background(), "INBOX", false); err != nil {
+		t.Fatal(err)
+	}
+	dst := dialT(t, fakeAccount(startFake(t, script(fakeLogin(fakeCaps), []step{stall()})...), 5*time.Second))
+	var l runLog
+	if err := dst.AppendRunFrom(context.Background(), "INBOX", src, runItems, l.hooks()); err != nil {
+		t.Fatalf("AppendRunFrom: %v", err)
+	}
+	if len(l.begun) != 0 || src.Broken() || dst.Broken() {
+		t.Errorf("begun %v; broken: source %v, target %v", l.begun, src.Broken(), dst.Broken())
+	}
+}
