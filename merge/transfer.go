@@ -407,6 +407,12 @@ func (r *transferRun) one(ctx context.Context, m upstream.MessageMeta) error {
 	if err != nil && !errors.Is(err, errCrash) {
 		r.t.settleAfterFailure(ctx, row, err)
 	}
+	if errors.Is(err, upstream.ErrNoMessage) {
+		// Expunged by another client since the metadata was read: missing,
+		// like a UID that was never there, and the others go on.
+		r.res.Missing = append(r.res.Missing, m.UID)
+		return nil
+	}
 	return err
 }
 

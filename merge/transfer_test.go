@@ -361,3 +361,43 @@ func TestTransferNoUIDPlus(t *testing.T) {
 		t.Errorf("refused MOVE changed the target: %d messages", n)
 	}
 }
+
+// TestTransferSourceExpungedMeanwhile: a message another client expunges
+// from the source in the middle of a MOVE (after its metadata was read)
+// is reported missing; the others move, their sequence numbers having
+// shifted under the engine.
+func TestTransferSourceExpungedMeanwhile(t *testing.T) {
+	e := newTransferEnv(t, transferCaps, transferCaps)
+	rng := rand.New(rand.NewPCG(5, 6))
+	msgs := genMessages(rng, 130, 1<<10)
+	fill(t, e.src, "INBOX", msgs)
+	uids := uidsOf(t, e.src, "INBOX")
+	gone := uids[99] // in the second run of 64
+	eng := e.engine(e.st)
+	once := false
+	eng.fault = func(step string) error {
+		if step == "deleted" && !once {
+			once = true
+			e.src.expunge("INBOX", gone)
+		}
+		return nil
+	}
+	res, err := eng.Run(t.Context(), TransferRequest{Kind: store.TransferMove, SrcAccount: "src", SrcMailbox: "INBOX",
+		UIDs: uids, DstAccount: "dst", DstMailbox: "Archive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Done) != 129 || !slices.Equal(res.Missing, []imap.UID{gone}) {
+		t.Errorf("%d done, missing %v; want 129 and [%d]", len(res.Done), res.Missing, gone)
+	}
+	want := wantKeys(append(slices.Clone(msgs[:99]), msgs[100:]...))
+	if d := diffKeys(contents(t, e.dst.dial(), "Archive"), want); d != "" {
+		t.Errorf("target: %s", d)
+	}
+	if n := len(uidsOf(t, e.src, "INBOX")); n != 0 {
+		t.Errorf("source has %d messages after the MOVE", n)
+	}
+	if rows := unfinished(t, e.st); len(rows) != 0 {
+		t.Errorf("unfinished rows: %+v", rows)
+	}
+}
