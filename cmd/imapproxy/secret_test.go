@@ -75,6 +75,12 @@ func runCommandProcess(t *testing.T, typed []string, args ...string) (int, strin
 			}
 			screen.WriteByte(b)
 		}
+		// The command prints its prompt, then turns echo off: typing in
+		// between would be echoed (a person is slower than that). The
+		// master reads the terminal's settings too.
+		for wait := time.Now().Add(5 * time.Second); echoOn(t, master) && time.Now().Before(wait); {
+			time.Sleep(time.Millisecond)
+		}
 		fmt.Fprintf(master, "%s\r", line)
 		screen.WriteString("|") // a typed answer, so the next prompt is a new one
 	}
@@ -112,4 +118,14 @@ func TestHashPasswordTerminal(t *testing.T) {
 	if code == 0 || out != "" || !strings.Contains(screen, "the two passwords differ") {
 		t.Errorf("different passwords: exit %d, stdout %q, terminal %q", code, out, screen)
 	}
+}
+
+// echoOn reports whether the terminal of pty master m echoes input.
+func echoOn(t *testing.T, m *os.File) bool {
+	t.Helper()
+	tio, err := unix.IoctlGetTermios(int(m.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tio.Lflag&unix.ECHO != 0
 }
