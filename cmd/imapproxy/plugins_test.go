@@ -339,23 +339,18 @@ func (a *authHTTP) unhold() {
 	}
 }
 
-// TestPluginFailuresFailClosed: with the httpauth plugin killed during a
-// login, or its endpoint slower than the plugin's timeout, the login gets
-// NO [UNAVAILABLE] while other users (of the userfile plugin, asked
-// first) keep logging in; the killed plugin is restarted.
-func TestPluginFailuresFailClosed(t *testing.T) {
+// serveRoutedPlugins serves the given [[plugin]] entries with every
+// login routed to an imapmemserver as demo (verify = "proxy": the
+// plugins decide who gets in).
+func serveRoutedPlugins(t *testing.T, plugins ...string) (*instance, *logBuffer) {
+	t.Helper()
 	up, err := startDemoUpstream()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
-	dir := t.TempDir()
-	users := writeJSONFile(t, dir, "users.json", map[string]any{"users": []map[string]any{
-		{"name": "other", "password_hash": passwordHash(t)},
-	}})
-	a := newAuthHTTP(t, "demo", pluginPassword)
+	t.Cleanup(func() { up.Close() }) // after the instance's shutdown
 	t.Setenv("DEMO_UPSTREAM_PW", demoPassword)
-	in, logs := servePlugins(t, fmt.Sprintf(`
+	return servePlugins(t, fmt.Sprintf(`
 [[upstream]]
 name = "mem"
 address = %q
@@ -366,10 +361,22 @@ upstream = "mem"
 username = "demo"
 password = "env:DEMO_UPSTREAM_PW"
 verify = "proxy"
-%s
-%s`, up.Addr().String(),
+%s`, up.Addr().String(), strings.Join(plugins, "\n")))
+}
+
+// TestPluginFailuresFailClosed: with the httpauth plugin killed during a
+// login, or its endpoint slower than the plugin's timeout, the login gets
+// NO [UNAVAILABLE] while other users (of the userfile plugin, asked
+// first) keep logging in; the killed plugin is restarted.
+func TestPluginFailuresFailClosed(t *testing.T) {
+	dir := t.TempDir()
+	users := writeJSONFile(t, dir, "users.json", map[string]any{"users": []map[string]any{
+		{"name": "other", "password_hash": passwordHash(t)},
+	}})
+	a := newAuthHTTP(t, "demo", pluginPassword)
+	in, logs := serveRoutedPlugins(t,
 		pluginTOML(t, "userfile", "authenticator", "", "-users", users),
-		pluginTOML(t, "httpauth", "authenticator", `timeout = "500ms"`, "-url", a.srv.URL)))
+		pluginTOML(t, "httpauth", "authenticator", `timeout = "500ms"`, "-url", a.srv.URL))
 
 	if _, l := login(t, in, "demo", pluginPassword); !strings.HasPrefix(l, "a OK") {
 		t.Fatalf("before: %q", l)
@@ -436,11 +443,6 @@ verify = "proxy"
 // httpauth example says "Auth-Method: oauthbearer"), and a token it
 // refuses gets the RFC 7628 error challenge, then NO.
 func TestPluginBearerTokens(t *testing.T) {
-	up, err := startDemoUpstream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
 	const token = "tkn-5c1d0a77e2b94f"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Auth-Method") == "oauthbearer" && r.Header.Get("Auth-User") == "demo" && r.Header.Get("Auth-Pass") == token {
@@ -450,19 +452,7 @@ func TestPluginBearerTokens(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	t.Setenv("DEMO_UPSTREAM_PW", demoPassword)
-	in, logs := servePlugins(t, fmt.Sprintf(`
-[[upstream]]
-name = "mem"
-address = %q
-tls = "none"
-[[route]]
-match = "*"
-upstream = "mem"
-username = "demo"
-password = "env:DEMO_UPSTREAM_PW"
-verify = "proxy"
-%s`, up.Addr().String(), pluginTOML(t, "httpauth", "authenticator", "bearer_tokens = true", "-url", srv.URL)))
+	in, logs := serveRoutedPlugins(t, pluginTOML(t, "httpauth", "authenticator", "bearer_tokens = true", "-url", srv.URL))
 
 	c := dialIMAP(t, in)
 	lines, l := c.cmd("a", "CAPABILITY")
